@@ -1,0 +1,202 @@
+"""The one training loop every update method shares.
+
+Data lives in tensors on the training device; each epoch draws a seeded permutation and
+slices mini-batches from it. A method changes *what is minimised* by passing a
+`loss_fn(logits, batch)`; nothing else about the loop changes per method.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DivergedError, UsageError
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a model is trained: optimiser, schedule, epochs, batch size, augmentation."""
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "none"  # none | cosine
+    augment: bool = False  # random crop (pad 4) + horizontal flip, on the device
+    amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.schedule in ("none", "cosine"), "schedule must be 'none' or 'cosine'"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UsageError(f"training recipe: {msg}")
+
+    def with_overrides(self, **kw) -> "TrainRecipe":
+        known = {f.name: f.type for f in fields(self)}
+        for k in kw:
+            if k not in known:
+                raise UsageError(f"unknown training setting {k!r}; known: {', '.join(known)}")
+        return replace(self, **{k: _coerce(getattr(self, k), v, k) for k, v in kw.items()})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _coerce(current, value, key):
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        return type(current)(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"training setting {key}={value!r} is not a valid {type(current).__name__}") from None
+
+
+class Batch(NamedTuple):
+    """One mini-batch: inputs as fed to the model, labels, and their indices in the
+    training tensors (so a method can look up precomputed teacher logits)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    augmented: bool
+
+
+LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(logits, batch.y)
+
+
+@dataclass
+class FitResult:
+    epoch_losses: list[float] = field(default_factory=list)
+    history: list[dict[str, torch.Tensor]] = field(default_factory=list)  # last k epochs' weights
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel zero padding and horizontal flip, batched on x's device."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4))
+    dx = torch.randint(0, 9, (n,), generator=gen).to(x.device)
+    dy = torch.randint(0, 9, (n,), generator=gen).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # n, h
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # n, w
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(x.shape[1], device=x.device)[None, :, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, *, seed: int,
+        loss_fn: LossFn = cross_entropy, keep_history: int = 0,
+        progress: Callable[[int, float], None] | None = None) -> FitResult:
+    """Train `model` in place on `(x, y)` (already on the model's device).
+
+    `keep_history=k` keeps CPU copies of the weights after each of the last k epochs
+    (NeuRecover needs the last two). A NaN/inf loss raises `DivergedError` at once.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    gen = seed_everything(seed)
+    device = x.device
+    model.train()
+    opt = make_optimizer(model, recipe)
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+             if recipe.schedule == "cosine" else None)
+    use_amp = recipe.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    result = FitResult()
+    for epoch in range(recipe.epochs):
+        order = torch.randperm(len(x), generator=gen).to(device)
+        total = torch.zeros((), device=device)
+        for start in range(0, len(x), recipe.batch_size):
+            idx = order[start:start + recipe.batch_size]
+            xb = x[idx]
+            if recipe.augment:
+                xb = augment_batch(xb, gen)
+            batch = Batch(xb, y[idx], idx, recipe.augment)
+            with torch.autocast(device.type, enabled=use_amp):
+                loss = loss_fn(model(xb), batch)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                opt.step()
+            if sched is not None:
+                sched.step()
+            total += loss.detach() * len(idx)
+        epoch_loss = float(total) / len(x)  # one device sync per epoch, not per step
+        if not math.isfinite(epoch_loss):
+            raise DivergedError(f"training loss became {epoch_loss} in epoch {epoch + 1}")
+        result.epoch_losses.append(epoch_loss)
+        if keep_history and epoch >= recipe.epochs - keep_history:
+            result.history.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if progress is not None:
+            progress(epoch + 1, epoch_loss)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits of `model` (in eval mode) over `x`, batched, as float32 on x's device."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+def pick_device(prefer: str = "auto") -> torch.device:
+    """`cuda` when present (Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU), else CPU."""
+    if prefer == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(prefer)
