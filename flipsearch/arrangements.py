@@ -1,0 +1,184 @@
+"""Scenarios: how a dataset's training pool is split into D_train (trains M1) and D_update
+(updates M1 into M2). The test set is never part of either.
+
+| id                  | relation               | D_train : D_update |
+|---------------------|------------------------|--------------------|
+| `exclusive-op`      | disjoint, union = pool | 1 : 4              |
+| `exclusive-dev`     | disjoint, union = pool | 4 : 1              |
+| `inclusive-1-5`     | D_train ⊂ D_update     | 1 : 5 (D_update = pool) |
+| `inclusive-4-5`     | D_train ⊂ D_update     | 4 : 5 (D_update = pool) |
+| `class-incremental` | D_train ⊂ D_update     | M1 knows classes 0..C_old−1, C_old = round(f · C) |
+
+With a pool of N samples, |D_train| = round(r · N) for r = 1/5 or 4/5 (halves up), and
+every class gives the same share: class c contributes ⌊r · N_c⌋ or ⌊r · N_c⌋ + 1 samples,
+the +1s going to the largest remainders so the total is exact. Which samples a class gives
+is drawn from `numpy.random.RandomState(seed)`, never the global RNG, so a seed fixes the
+split. In `class-incremental`, D_train = every pool sample of an old class and D_update =
+the whole pool (all C classes): there is no random choice, the seed only names the scenario.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from .data import Dataset, round_half_up, stratified_subset
+from .errors import UsageError
+
+ARRANGEMENTS: dict[str, str] = {
+    "exclusive-op": "disjoint D_train and D_update, 1:4 (operation-oriented: little data for M1)",
+    "exclusive-dev": "disjoint D_train and D_update, 4:1 (development-oriented: M1 saw most data)",
+    "inclusive-1-5": "D_train inside D_update, 1:5 (D_update is the whole pool)",
+    "inclusive-4-5": "D_train inside D_update, 4:5 (D_update is the whole pool)",
+    "class-incremental": "M1 trained on the first old_fraction of the classes, M2 on all (MPT)",
+}
+
+# D_train's share of the pool, and whether D_update is the complement (disjoint) or the pool.
+_RATIOS: dict[str, tuple[float, bool]] = {
+    "exclusive-op": (1 / 5, True),
+    "exclusive-dev": (4 / 5, True),
+    "inclusive-1-5": (1 / 5, False),
+    "inclusive-4-5": (4 / 5, False),
+}
+NOMINAL_RATIO = {"exclusive-op": "1:4", "exclusive-dev": "4:1", "inclusive-1-5": "1:5",
+                 "inclusive-4-5": "4:5"}
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    """A dataset plus the index sets of D_train and D_update into its training pool.
+
+    `train_idx` and `update_idx` are sorted int64 tensors into `dataset.x_train`. M1 has
+    `num_old_classes` outputs (the classes 0..num_old_classes−1); M2 has `num_classes`.
+    """
+
+    dataset: Dataset
+    arrangement: str
+    seed: int
+    train_idx: torch.Tensor
+    update_idx: torch.Tensor
+    num_old_classes: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset.num_classes
+
+    def _take(self, t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # The whole pool (sorted, so it is 0..N-1) is returned as is: no copy of the images.
+        return t if idx.numel() == t.shape[0] else t[idx]
+
+    @cached_property
+    def x_train(self) -> torch.Tensor:
+        return self._take(self.dataset.x_train, self.train_idx)
+
+    @cached_property
+    def y_train(self) -> torch.Tensor:
+        return self._take(self.dataset.y_train, self.train_idx)
+
+    @cached_property
+    def x_update(self) -> torch.Tensor:
+        return self._take(self.dataset.x_train, self.update_idx)
+
+    @cached_property
+    def y_update(self) -> torch.Tensor:
+        return self._take(self.dataset.y_train, self.update_idx)
+
+    @property
+    def x_test(self) -> torch.Tensor:
+        return self.dataset.x_test
+
+    @property
+    def y_test(self) -> torch.Tensor:
+        return self.dataset.y_test
+
+    @cached_property
+    def old_class_test_mask(self) -> torch.Tensor:
+        """Bool over the test set: the sample's class is one M1 knows (label < num_old_classes)."""
+        return self.dataset.y_test < self.num_old_classes
+
+    def to(self, device: torch.device | str) -> "Scenario":
+        return Scenario(self.dataset.to(device), self.arrangement, self.seed,
+                        self.train_idx.to(device), self.update_idx.to(device), self.num_old_classes)
+
+
+def _check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise UsageError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+def make_scenario(dataset: Dataset, arrangement: str, seed: int,
+                  old_fraction: float = 0.5) -> Scenario:
+    """Split `dataset`'s training pool by `arrangement` (see the module doc), from `seed`."""
+    seed = _check_seed(seed)
+    y = dataset.y_train.detach().cpu().numpy().astype(np.int64)
+    n = y.size
+    if arrangement in _RATIOS:
+        share, disjoint = _RATIOS[arrangement]
+        train = stratified_subset(y, round_half_up(share * n), np.random.RandomState(seed))
+        if disjoint:
+            rest = np.ones(n, dtype=bool)
+            rest[train] = False
+            update = np.flatnonzero(rest)
+        else:
+            update = np.arange(n)
+        num_old = dataset.num_classes
+    elif arrangement == "class-incremental":
+        if not 0.0 < float(old_fraction) < 1.0:
+            raise UsageError(f"old_fraction must lie strictly between 0 and 1, got {old_fraction}")
+        num_old = round_half_up(float(old_fraction) * dataset.num_classes)
+        if not 1 <= num_old < dataset.num_classes:
+            raise UsageError(f"old_fraction {old_fraction} of {dataset.num_classes} classes leaves "
+                             f"{num_old} old classes; choose it so that 1..{dataset.num_classes - 1} "
+                             "classes are old")
+        train = np.flatnonzero(y < num_old)
+        update = np.arange(n)
+    else:
+        raise UsageError(f"unknown arrangement {arrangement!r}; known: {', '.join(ARRANGEMENTS)}")
+    as_idx = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return Scenario(dataset, arrangement, seed, as_idx(train), as_idx(update), int(num_old))
+
+
+def explicit_scenario(train_path: str, update_path: str, test_path: str) -> Scenario:
+    """A scenario from three user files: D_train, D_update and the test set.
+
+    Each path is an `.npz` with `x` and `y`, a Parquet file with `label` and `image` or
+    feature columns, or an image-folder tree (`arrays:` / `imagefolder:` prefixes allowed).
+    The dataset's pool is D_train followed by D_update, normalised with the pool's
+    statistics; arrangement `"explicit"`, seed 0. When D_train covers only the first
+    classes (named classes: those in D_train are listed first), M1 gets that many outputs.
+    """
+    from .data.user import load_explicit
+
+    dataset, n_train, n_update, num_old = load_explicit(train_path, update_path, test_path)
+    return Scenario(dataset, "explicit", 0, torch.arange(n_train, dtype=torch.int64),
+                    torch.arange(n_train, n_train + n_update, dtype=torch.int64), num_old)
+
+
+def describe(scenario: Scenario) -> dict:
+    """JSON-serialisable summary: split sizes, overlap, ratio and per-class counts."""
+    c = scenario.num_classes
+    counts = lambda y: torch.bincount(y.detach().cpu(), minlength=c).tolist()  # noqa: E731
+    train_idx, update_idx = scenario.train_idx.cpu(), scenario.update_idx.cpu()
+    n_train, n_update = train_idx.numel(), update_idx.numel()
+    overlap = int(torch.isin(train_idx, update_idx).sum())
+    return {
+        "dataset": scenario.dataset.name,
+        "arrangement": scenario.arrangement,
+        "seed": scenario.seed,
+        "input_shape": list(scenario.dataset.input_shape),
+        "num_classes": c,
+        "num_old_classes": scenario.num_old_classes,
+        "class_names": list(scenario.dataset.class_names),
+        "sizes": {"pool": int(scenario.dataset.x_train.shape[0]), "train": n_train,
+                  "update": n_update, "test": int(scenario.y_test.numel()),
+                  "train_and_update": overlap,
+                  "test_old_classes": int(scenario.old_class_test_mask.sum())},
+        "nominal_ratio": NOMINAL_RATIO.get(scenario.arrangement),
+        "ratio": round(n_train / n_update, 6) if n_update else None,
+        "per_class": {"train": counts(scenario.y_train), "update": counts(scenario.y_update),
+                      "test": counts(scenario.y_test)},
+    }
