@@ -77,9 +77,15 @@ MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
 DEFAULT_MODEL = {"digits": "small", "fashion-mnist": "cnn8", "cifar10": "cnn8", "cifar100": "resnet18"}
 
 
-def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
-    """A model by registry name or `module.path:factory` (called as factory(num_classes),
-    or factory(num_classes, input_shape) when it accepts two arguments)."""
+def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int],
+                seed: int | None = None) -> nn.Module:
+    """A model by registry name or `module.path:factory` (called as factory(num_classes,
+    input_shape), or factory(num_classes) when it takes one argument). With `seed`, the
+    initial weights depend on nothing else (the global RNG is left as it was)."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(name, num_classes, input_shape)
     if name in MODELS:
         return MODELS[name](num_classes, input_shape)
     if ":" in name:

@@ -1,0 +1,315 @@
+"""The `flipsearch` command line: thin click commands over the library.
+
+Every error a user can act on is one line on stderr with exit status 2 (bad input) or 1
+(runtime); `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from .errors import FlipsearchError, UsageError
+
+_DEBUG = False
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _scalar(value.strip())
+    return out
+
+
+def _scalar(text: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, anything else stays a string."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (int, float, bool, str)) else text
+
+
+def _parse_classes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise UsageError(f"--critical-classes expects comma-separated class ids like 3,5; got {text!r}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="flipsearch")
+def cli(debug: bool) -> None:
+    """flipsearch: find the model update that keeps what the old model got right.
+
+    \b
+    Typical use:
+      flipsearch list                                  what exists
+      flipsearch trial --method bct --set lambda_c=1   one update, all metrics
+      flipsearch sweep search_spaces/smoke.yaml --out runs/smoke
+      flipsearch report runs/smoke                     Pareto fronts, tables, plots
+    """
+    global _DEBUG
+    _DEBUG = debug
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def scenario_options(f):
+    """Options shared by `trial` and `split`: which data and how it is arranged."""
+    opts = [
+        click.option("--dataset", default="digits", show_default=True,
+                     help="digits (embedded), fashion-mnist, cifar10, cifar100, imagefolder:PATH, arrays:PATH"),
+        click.option("--arrangement", default="exclusive-op", show_default=True,
+                     help="exclusive-op, exclusive-dev, inclusive-1-5, inclusive-4-5, class-incremental"),
+        click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the training."),
+        click.option("--old-fraction", default=0.5, show_default=True, type=float,
+                     help="class-incremental: share of classes M1 knows."),
+        click.option("--data-root", default=None, help="Where torchvision datasets live (default ~/.cache/flipsearch/data)."),
+        click.option("--download", is_flag=True, help="Download a torchvision dataset that is not on disk."),
+        click.option("--train", "train_path", default=None, help="Explicit D_train (.npz or image folder)."),
+        click.option("--update", "update_path", default=None, help="Explicit D_update (with --train and --test)."),
+        click.option("--test", "test_path", default=None, help="Explicit test set (with --train and --update)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _explicit(train_path, update_path, test_path):
+    given = [p for p in (train_path, update_path, test_path) if p]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise UsageError("--train, --update and --test go together: give all three")
+    return (train_path, update_path, test_path)
+
+
+@cli.command()
+@scenario_options
+@click.option("--method", default="ce", show_default=True, help="ce, bct, fd, mpt, neurecover")
+@click.option("--model", default=None, help="small, cnn8, resnet18 or module.path:factory (default: by dataset).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a method hyperparameter (lambda_c=0.5) or training setting "
+                   "(epochs=3, update.lr=0.01, m1.epochs=5). Repeatable.")
+@click.option("--critical-classes", default=None, help="Comma-separated class ids that must not flip, e.g. 3,5.")
+@click.option("--critical-mask", default=None, type=click.Path(), help=".npy bool mask over the test set.")
+@click.option("--old-model", default=None, type=click.Path(), help="Your trained M1 (state_dict), instead of training one.")
+@click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (config, metrics, timings).")
+def trial(dataset, arrangement, seed, old_fraction, data_root, download, train_path, update_path, test_path,
+          method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json):
+    """Run one update trial: train M1, update it into M2 with METHOD, report every metric."""
+    from .trial import TrialConfig, run_trial
+
+    cfg = TrialConfig(dataset=dataset, arrangement=arrangement, method=method, seed=seed, model=model,
+                      old_fraction=old_fraction, critical_classes=_parse_classes(critical_classes),
+                      critical_mask=critical_mask, data_root=data_root, download=download,
+                      old_model=old_model, explicit=_explicit(train_path, update_path, test_path), device=device)
+    cfg = cfg.with_settings(_parse_settings(settings))
+    show_bar = not as_json and sys.stderr.isatty()
+    bar = _progress_bar() if show_bar else None
+    try:
+        result = run_trial(cfg, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if save_model and result.status == "ok":
+        import torch
+
+        torch.save(result.model.state_dict(), save_model)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2, default=str))
+    else:
+        _print_trial(result)
+    if result.status != "ok":
+        raise FlipsearchError(f"trial {result.status}: {result.error}")
+
+
+class _progress_bar:
+    """A tqdm bar on stderr, one per training phase."""
+
+    def __init__(self):
+        self._bar = None
+        self._phase = None
+
+    def __call__(self, phase: str, done: int, total: int, loss: float) -> None:
+        from tqdm import tqdm
+
+        if phase != self._phase:
+            self.close()
+            self._bar = tqdm(total=total, desc=phase, unit="epoch", file=sys.stderr, leave=False)
+            self._phase = phase
+        self._bar.update(done - self._bar.n)
+        self._bar.set_postfix(loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _print_trial(result) -> None:
+    m = result.metrics
+    c = result.config
+    click.echo(f"{c.method} on {c.dataset} / {c.arrangement} (model {c.model_name}, seed {c.seed}): {result.status}")
+    if result.hparams:
+        click.echo("  hyperparameters: " + ", ".join(f"{k}={v}" for k, v in result.hparams.items()))
+    for key in ("accuracy_old", "accuracy_new", "accuracy_gain", "accuracy_ratio", "nfr", "pfr", "br", "btc", "bec",
+                "nfr_old_classes", "critical_nfr", "critical_br"):
+        if key in m:
+            click.echo(f"  {key:<18} {m[key]:.4f}")
+    click.echo("  references: " + ", ".join(f"{k}={v}" for k, v in result.references.items()))
+    click.echo("  seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in result.timings.items()))
+
+
+@cli.command()
+@scenario_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def split(dataset, arrangement, seed, old_fraction, data_root, download, train_path, update_path, test_path, as_json):
+    """Show how an arrangement splits a dataset: sizes, overlap, per-class counts."""
+    from .arrangements import describe
+    from .trial import TrialConfig, load_scenario
+
+    cfg = TrialConfig(dataset=dataset, arrangement=arrangement, seed=seed, old_fraction=old_fraction,
+                      data_root=data_root, download=download, explicit=_explicit(train_path, update_path, test_path))
+    info = describe(load_scenario(cfg))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+    else:
+        for k, v in info.items():
+            click.echo(f"{k:<22} {v}")
+
+
+@cli.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_cmd(as_json):
+    """List datasets, arrangements, models, methods (with hyperparameters) and metrics."""
+    from .arrangements import ARRANGEMENTS
+    from .data import DATASETS
+    from .methods import methods
+    from .metrics import METRICS
+    from .models import MODELS
+
+    info = {
+        "datasets": DATASETS,
+        "arrangements": ARRANGEMENTS,
+        "models": {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in MODELS.items()},
+        "methods": {name: {"summary": m.summary, "hyperparameters": [h.describe() for h in m.hparams]}
+                    for name, m in methods().items()},
+        "metrics": {k: getattr(v, "description", str(v)) for k, v in METRICS.items()},
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    for section in ("datasets", "arrangements", "models", "metrics"):
+        click.echo(f"{section}:")
+        for k, v in info[section].items():
+            click.echo(f"  {k:<20} {v}")
+    click.echo("methods:")
+    for name, m in info["methods"].items():
+        click.echo(f"  {name:<20} {m['summary']}")
+        for h in m["hyperparameters"]:
+            click.echo(f"      {h['name']:<18} {h['type']:<7} default {h['default']!s:<10} range {h['range']}")
+
+
+@cli.command()
+@click.argument("space_file", type=click.Path())
+@click.option("--out", required=True, help="Output directory or URI (s3://, gs://, file://) for rows, studies, models.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without redoing finished trials.")
+@click.option("--address", default=None, help="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 (default: local Ray).")
+@click.option("--objective", "objectives", multiple=True, metavar="METRIC[:max|min]",
+              help="Override the file's objectives (repeatable), e.g. accuracy_new:max --objective nfr:min.")
+@click.option("--constraint", "constraints", multiple=True, metavar="METRIC<=VALUE",
+              help="Override the file's constraints (repeatable), e.g. 'accuracy_new>=0.9'.")
+@click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random", "grid"]), default=None,
+              help="Optuna sampler (default: the file's, else nsga2).")
+@click.option("--trials", "trials_per_scenario", type=click.IntRange(min=1), default=None,
+              help="Trials per scenario (overrides search.trials_per_scenario).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Trials running at once.")
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None)
+@click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None, help="Fractions pack trials: 0.25 = four per GPU.")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
+              help="Use this stratified share of each dataset (a laptop-sized run of a paper preset).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs (M1, references and updates).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override scenario.KEY (e.g. scenario.seeds=[0,1]).")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def sweep(space_file, out, resume, address, objectives, constraints, sampler, trials_per_scenario, concurrency,
+          cpus_per_trial, gpus_per_trial, scale, epochs, settings, quiet):
+    """Search methods x hyperparameters x scenarios in SPACE_FILE with Ray Tune + Optuna."""
+    from .objectives import parse_constraint, parse_objective
+    from .search.space import load_space
+    from .search.sweep import SweepOptions, run_sweep
+
+    overrides: dict[str, Any] = {}
+    for key, value in _parse_settings(settings).items():
+        node = overrides
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    scen = overrides.setdefault("scenario", {})
+    if scale is not None:
+        scen["scale"] = scale
+    if epochs is not None:
+        scen.setdefault("training", {})["epochs"] = epochs
+    space = load_space(space_file, overrides)
+    opts = SweepOptions(out=out, resume=resume, address=address, concurrency=concurrency,
+                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                        objectives=[parse_objective(o) for o in objectives],
+                        constraints=[parse_constraint(c) for c in constraints], sampler=sampler,
+                        trials_per_scenario=trials_per_scenario, quiet=quiet)
+    summary = run_sweep(space, opts)
+    click.echo(summary.line())
+    if summary.interrupted:
+        click.echo(f"interrupted: resume with  flipsearch sweep {space_file} --out {out} --resume", err=True)
+        sys.exit(130)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the click group, turning errors into one-line messages."""
+    try:
+        code = cli.main(args=argv, prog_name="flipsearch", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("flipsearch: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"flipsearch: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except FlipsearchError as e:
+        if _DEBUG:
+            raise
+        click.echo(f"flipsearch: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("flipsearch: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # an unexpected bug: still one line, traceback with --debug
+        if _DEBUG or "--debug" in (argv or sys.argv):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        click.echo(f"flipsearch: error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise
+
+
+if __name__ == "__main__":
+    main()
