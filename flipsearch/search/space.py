@@ -1,0 +1,320 @@
+"""Search-space files: parsed, validated against every method's schema, and sampled.
+
+A file names the scenarios (datasets × arrangements × models × seeds, training recipes),
+the objectives and constraints, the search settings, and per method either fixed values or
+distributions for its hyperparameters:
+
+    uniform: [lo, hi]      loguniform: [lo, hi]      int: [lo, hi]   (log: true optional)
+    choice: [a, b, ...]    a plain value (fixed)
+
+`include: [other.yaml, ...]` merges other files first (this file wins), so per-method
+files share one scenario file. Every mistake is a one-line `UsageError` naming the file,
+the key and what is allowed — before Ray starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..arrangements import ARRANGEMENTS
+from ..errors import UsageError
+from ..methods import HParam, get_method, methods
+from ..models import MODELS
+from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constraint, parse_objective
+from ..train import TrainRecipe
+
+TOP_KEYS = {"name", "include", "scenario", "objectives", "constraints", "search", "methods"}
+SCENARIO_KEYS = {"datasets", "arrangements", "models", "seeds", "old_fraction", "critical_classes",
+                 "critical_mask", "data_root", "download", "old_model", "explicit", "training",
+                 "m1_training", "update_training", "scale"}
+SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
+               "population_size", "max_failures"}
+SAMPLERS = ("nsga2", "tpe", "random", "grid")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BUILTIN_DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A distribution for one hyperparameter (or a fixed value when kind == 'fixed')."""
+
+    kind: str  # fixed | uniform | loguniform | int | choice
+    args: tuple = ()
+    log: bool = False
+
+    def suggest(self, trial, name: str):
+        if self.kind == "fixed":
+            return self.args[0]
+        if self.kind == "uniform":
+            return trial.suggest_float(name, *self.args)
+        if self.kind == "loguniform":
+            return trial.suggest_float(name, *self.args, log=True)
+        if self.kind == "int":
+            return trial.suggest_int(name, *self.args, log=self.log)
+        return trial.suggest_categorical(name, list(self.args))
+
+    def grid_values(self) -> list:
+        if self.kind == "fixed":
+            return [self.args[0]]
+        if self.kind == "choice":
+            return list(self.args)
+        if self.kind == "int" and self.args[1] - self.args[0] <= 64:
+            return list(range(self.args[0], self.args[1] + 1))
+        raise UsageError(f"the grid sampler needs discrete values; {self.kind} {list(self.args)} is continuous")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    dataset: str
+    arrangement: str
+    model: str | None
+
+    @property
+    def key(self) -> str:
+        """The study name for this scenario (safe as a file-name part)."""
+        model = self.model or "default"
+        return f"{self.dataset}__{self.arrangement}__{model}".replace(":", "_").replace("/", "_")
+
+
+@dataclass
+class SearchSpace:
+    path: str
+    name: str
+    scenarios: list[ScenarioSpec]
+    seeds: list[int]
+    methods: dict[str, dict[str, Dist]]
+    objectives: list[Objective]
+    constraints: list[Constraint]
+    sampler: str = "nsga2"
+    trials_per_scenario: int = 8
+    search_seed: int = 0
+    concurrency: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    population_size: int | None = None
+    max_failures: int = 2
+    scenario_options: dict[str, Any] = field(default_factory=dict)
+
+    def suggest(self, trial) -> tuple[str, dict[str, Any], int]:
+        """Define-by-run sampling: the method is a categorical, its hyperparameters are
+        conditional on it (named `method.param` so two methods' `alpha` stay apart)."""
+        names = list(self.methods)
+        method = names[0] if len(names) == 1 else trial.suggest_categorical("method", names)
+        hp = {p: d.suggest(trial, f"{method}.{p}") for p, d in self.methods[method].items()}
+        seed = self.seeds[0] if len(self.seeds) == 1 else trial.suggest_categorical("seed", self.seeds)
+        return method, hp, seed
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of a fully discrete space (for the grid sampler), as Optuna params."""
+        points = []
+        for method, dists in self.methods.items():
+            keys = [f"{method}.{p}" for p in dists]
+            for combo in itertools.product(*(d.grid_values() for d in dists.values())):
+                for seed in self.seeds:
+                    point = dict(zip(keys, combo))
+                    if len(self.methods) > 1:
+                        point["method"] = method
+                    if len(self.seeds) > 1:
+                        point["seed"] = seed
+                    points.append(point)
+        return points
+
+    def recipes(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        o = self.scenario_options
+        shared = dict(o.get("training") or {})
+        return {**shared, **(o.get("m1_training") or {})}, {**shared, **(o.get("update_training") or {})}
+
+
+def load_space(path: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read, merge (`include`) and validate a search-space file."""
+    raw = _read_with_includes(path, seen=())
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    return validate(raw, path)
+
+
+def _read_with_includes(path: str, seen: tuple[str, ...]) -> dict:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise UsageError(f"{path}: include cycle through {' -> '.join(seen)}")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UsageError(f"search space {path!r} does not exist") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a search space must be a mapping with keys {sorted(TOP_KEYS)}")
+    merged: dict = {}
+    includes = raw.get("include") or []
+    if isinstance(includes, str):
+        includes = [includes]
+    for inc in includes:
+        if not isinstance(inc, str):
+            raise UsageError(f"{path}: include entries must be file names")
+        merged = _deep_merge(merged, _read_with_includes(os.path.join(os.path.dirname(path), inc), seen + (path,)))
+    raw = {k: v for k, v in raw.items() if k != "include"}
+    return _deep_merge(merged, raw)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _as_list(value, where: str) -> list:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def validate(raw: dict, path: str) -> SearchSpace:
+    where = path
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise UsageError(f"{where}: unknown top-level key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(TOP_KEYS))}")
+    name = str(raw.get("name") or os.path.splitext(os.path.basename(path))[0])
+    if not NAME_RE.match(name):
+        raise UsageError(f"{where}: name {name!r} must be letters, digits, '-', '_' or '.', not a path")
+
+    scen = raw.get("scenario") or {}
+    if not isinstance(scen, dict):
+        raise UsageError(f"{where}: 'scenario' must be a mapping with keys {sorted(SCENARIO_KEYS)}")
+    bad = set(scen) - SCENARIO_KEYS
+    if bad:
+        raise UsageError(f"{where}: unknown key scenario.{sorted(bad)[0]}; allowed: {', '.join(sorted(SCENARIO_KEYS))}")
+    datasets = [str(d) for d in _as_list(scen.get("datasets", ["digits"]), where)]
+    for d in datasets:
+        if d not in BUILTIN_DATASETS and not d.startswith(("imagefolder:", "arrays:")):
+            raise UsageError(f"{where}: scenario.datasets: unknown dataset {d!r}; choose from "
+                             f"{', '.join(BUILTIN_DATASETS)}, imagefolder:PATH, arrays:PATH")
+    arrangements = [str(a) for a in _as_list(scen.get("arrangements", ["exclusive-op"]), where)]
+    if scen.get("explicit"):
+        arrangements = ["explicit"]
+    for a in arrangements:
+        if a not in ARRANGEMENTS and a != "explicit":
+            raise UsageError(f"{where}: scenario.arrangements: unknown arrangement {a!r}; choose from {', '.join(ARRANGEMENTS)}")
+    models = _as_list(scen.get("models", [None]), where) or [None]
+    for m in models:
+        if m is not None and m not in MODELS and ":" not in str(m):
+            raise UsageError(f"{where}: scenario.models: unknown model {m!r}; choose from {', '.join(MODELS)} "
+                             "or module.path:factory")
+    seeds = _as_list(scen.get("seeds", [0]), where)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise UsageError(f"{where}: scenario.seeds must be a list of non-negative integers, got {seeds!r}")
+    of = scen.get("old_fraction", 0.5)
+    if not isinstance(of, (int, float)) or not 0 < of < 1:
+        raise UsageError(f"{where}: scenario.old_fraction={of!r} must be a number in (0, 1)")
+    for key in ("training", "m1_training", "update_training"):
+        block = scen.get(key) or {}
+        if not isinstance(block, dict):
+            raise UsageError(f"{where}: scenario.{key} must be a mapping of training settings")
+        try:
+            TrainRecipe().with_overrides(**block)
+        except UsageError as e:
+            raise UsageError(f"{where}: scenario.{key}: {e}") from None
+
+    methods_raw = raw.get("methods")
+    if not isinstance(methods_raw, dict) or not methods_raw:
+        raise UsageError(f"{where}: 'methods' must map at least one method ({', '.join(methods())}) "
+                         "to its hyperparameters")
+    parsed: dict[str, dict[str, Dist]] = {}
+    for mname, params in methods_raw.items():
+        method = get_method(str(mname)) if str(mname) in methods() else None
+        if method is None:
+            raise UsageError(f"{where}: methods: unknown method {mname!r}; choose from {', '.join(methods())}")
+        params = params or {}
+        if not isinstance(params, dict):
+            raise UsageError(f"{where}: methods.{mname} must map hyperparameters to values or distributions")
+        schema = {h.name: h for h in method.hparams}
+        parsed[mname] = {}
+        for pname, spec in params.items():
+            if pname not in schema:
+                raise UsageError(f"{where}: methods.{mname}.{pname}: unknown hyperparameter; "
+                                 f"{mname} has: {', '.join(schema) or 'none'}")
+            parsed[mname][pname] = _parse_dist(spec, schema[pname], f"{where}: methods.{mname}.{pname}")
+
+    objectives = [o if isinstance(o, Objective) else _wrap(parse_objective, o, where, "objectives")
+                  for o in _as_list(raw.get("objectives"), where)] or list(DEFAULT_OBJECTIVES)
+    constraints = [_wrap(parse_constraint, c, where, "constraints") for c in _as_list(raw.get("constraints"), where)]
+
+    search = raw.get("search") or {}
+    if not isinstance(search, dict):
+        raise UsageError(f"{where}: 'search' must be a mapping with keys {sorted(SEARCH_KEYS)}")
+    bad = set(search) - SEARCH_KEYS
+    if bad:
+        raise UsageError(f"{where}: unknown key search.{sorted(bad)[0]}; allowed: {', '.join(sorted(SEARCH_KEYS))}")
+    sampler = search.get("sampler", "nsga2")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"{where}: search.sampler={sampler!r}; choose from {', '.join(SAMPLERS)}")
+
+    def num(key, default, lo, kind=int):
+        v = search.get(key, default)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)) or v < lo:
+            raise UsageError(f"{where}: search.{key}={v!r} must be {'an integer' if kind is int else 'a number'} >= {lo}")
+        return kind(v)
+
+    space = SearchSpace(
+        path=path, name=name,
+        scenarios=[ScenarioSpec(d, a, m) for d in datasets for a in arrangements for m in models],
+        seeds=list(seeds), methods=parsed, objectives=objectives, constraints=constraints, sampler=sampler,
+        trials_per_scenario=num("trials_per_scenario", 8, 1), search_seed=num("seed", 0, 0),
+        concurrency=num("concurrency", 2, 1), cpus_per_trial=num("cpus_per_trial", 1, 0, float),
+        gpus_per_trial=num("gpus_per_trial", 0, 0, float), population_size=num("population_size", None, 2),
+        max_failures=num("max_failures", 2, 0),
+        scenario_options={k: v for k, v in scen.items() if k not in ("datasets", "arrangements", "models", "seeds")},
+    )
+    if sampler == "grid":
+        space.trials_per_scenario = len(space.grid())
+    return space
+
+
+def _wrap(fn, value, where, key):
+    try:
+        return fn(str(value))
+    except UsageError as e:
+        raise UsageError(f"{where}: {key}: {e}") from None
+
+
+def _parse_dist(spec: Any, hp: HParam, where: str) -> Dist:
+    if not isinstance(spec, dict):
+        return Dist("fixed", (hp.validate(spec, where),))
+    if len(spec) - ("log" in spec) != 1:
+        raise UsageError(f"{where}: a distribution is one of uniform/loguniform/int/choice, e.g. {{uniform: [0, 1]}}")
+    kind = next(k for k in spec if k != "log")
+    args = spec[kind]
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise UsageError(f"{where}: choice needs a non-empty list")
+        return Dist("choice", tuple(hp.validate(a, where) for a in args))
+    if kind not in ("uniform", "loguniform", "int"):
+        raise UsageError(f"{where}: unknown distribution {kind!r}; use uniform, loguniform, int or choice")
+    if not isinstance(args, list) or len(args) != 2:
+        raise UsageError(f"{where}: {kind} needs [low, high]")
+    fits = hp.kind == "int" if kind == "int" else hp.kind == "float"
+    if not fits:
+        hint = "int" if hp.kind == "int" else "uniform or loguniform" if hp.kind == "float" else "choice"
+        raise UsageError(f"{where}: {kind} does not fit a {hp.kind} hyperparameter; use {hint}")
+    lo, hi = (hp.validate(a, where) for a in args)
+    if lo > hi:
+        raise UsageError(f"{where}: low {lo} is greater than high {hi}")
+    if kind == "loguniform" and lo <= 0:
+        raise UsageError(f"{where}: loguniform needs low > 0, got {lo}")
+    if kind == "int":
+        return Dist("int", (int(lo), int(hi)), bool(spec.get("log", False)))
+    return Dist(kind, (float(lo), float(hi)))

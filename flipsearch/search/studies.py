@@ -1,0 +1,128 @@
+"""The Optuna side of a sweep: one durable multi-objective study per scenario.
+
+Studies live in an Optuna journal file in the output directory (`OUT/optuna.journal`), so
+`optuna-dashboard OUT/optuna.journal` opens them and a killed sweep resumes where it was.
+Only the sweep driver talks to Optuna; trials on other nodes never touch the journal. For an
+object-store output the journal is mirrored to a local file and uploaded after every write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from ..objectives import Constraint, Objective
+from ..storage import Storage
+from .space import SearchSpace
+
+JOURNAL = "optuna.journal"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
+    # Optuna reads feasibility from here (<= 0 is feasible); trials without it count as feasible.
+    return trial.user_attrs.get("constraints", [0.0])
+
+
+class StudyBook:
+    def __init__(self, space: SearchSpace, out: Storage, objectives: list[Objective],
+                 constraints: list[Constraint], sampler: str, seed: int):
+        self.space, self.out = space, out
+        self.objectives, self.constraints = objectives, constraints
+        if out.is_local:
+            self.journal_path = out.path(JOURNAL)
+        else:  # mirror an object-store journal locally
+            cache = os.path.expanduser(f"~/.cache/flipsearch/journals/{hashlib.sha256(out.uri.encode()).hexdigest()[:16]}")
+            os.makedirs(cache, exist_ok=True)
+            self.journal_path = os.path.join(cache, JOURNAL)
+            if out.exists(JOURNAL):
+                with open(self.journal_path, "wb") as f:
+                    f.write(out.read_bytes(JOURNAL))
+            elif os.path.exists(self.journal_path):
+                os.remove(self.journal_path)
+        out.makedirs()
+        self.storage = JournalStorage(JournalFileBackend(self.journal_path))
+        self.studies: dict[str, optuna.Study] = {}
+        for i, scen in enumerate(space.scenarios):
+            self.studies[scen.key] = self._open(scen.key, sampler, seed + i)
+
+    def _sampler(self, kind: str, seed: int) -> optuna.samplers.BaseSampler:
+        cfunc = _constraints_from_attrs if self.constraints else None
+        if kind == "nsga2":
+            pop = self.space.population_size or max(4, min(50, self.space.trials_per_scenario // 2))
+            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed, constraints_func=cfunc)
+        if kind == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=cfunc)
+        return optuna.samplers.RandomSampler(seed=seed)  # random, and grid (points are enqueued)
+
+    def _open(self, name: str, sampler: str, seed: int) -> optuna.Study:
+        directions = ["maximize" if o.direction == "max" else "minimize" for o in self.objectives]
+        study = optuna.create_study(storage=self.storage, study_name=name, directions=directions,
+                                    sampler=self._sampler(sampler, seed), load_if_exists=True)
+        if [d.name.lower() for d in study.directions] != directions:
+            from ..errors import UsageError
+
+            raise UsageError(f"study {name!r} in {self.out.uri} was created with other objectives; "
+                             "use a new --out directory")
+        if sampler == "grid" and not study.trials:
+            for point in self.space.grid():
+                study.enqueue_trial(point)
+        study.set_user_attr("objectives", [f"{o.metric}:{o.direction}" for o in self.objectives])
+        study.set_user_attr("constraints", [str(c) for c in self.constraints])
+        return study
+
+    def reconcile(self, rows: pd.DataFrame) -> dict[str, int]:
+        """After a crash: finish Optuna trials left RUNNING from the rows that did land, fail
+        (and re-enqueue) those that did not. Returns rows already recorded per study."""
+        done: dict[str, int] = {}
+        for name, study in self.studies.items():
+            mine = rows[rows["study"] == name] if len(rows) and "study" in rows else rows.iloc[0:0]
+            by_number = {int(r["trial_number"]): r for _, r in mine.iterrows()}
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+                if t.state == TrialState.WAITING:
+                    continue  # enqueued, not started: it will be asked next
+                if t.number in by_number:
+                    self.tell(name, t.number, by_number[t.number].to_dict())
+                else:
+                    study.tell(t.number, state=TrialState.FAIL)
+                    study.enqueue_trial(t.params)  # rerun what the crash interrupted
+            done[name] = len(mine)
+        self.sync()
+        return done
+
+    def tell(self, study_name: str, number: int, row: dict[str, Any]) -> None:
+        """Report a finished trial. Only `ok` rows with finite objectives become values;
+        anything else is FAIL, so no NaN ever reaches a sampler."""
+        study = self.studies[study_name]
+        values = [row.get(o.metric) for o in self.objectives]
+        finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        if row.get("status") == "ok" and finite:
+            if self.constraints:
+                study._storage.set_trial_user_attr(trial_id, "constraints",
+                                                   [c.violation(row) for c in self.constraints])
+            study.tell(number, [float(v) for v in values], skip_if_finished=True)
+        else:
+            study._storage.set_trial_user_attr(trial_id, "status", str(row.get("status")))
+            study._storage.set_trial_user_attr(trial_id, "error", str(row.get("error", ""))[:500])
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+        self.sync()
+
+    def front_size(self, study_name: str) -> int:
+        try:
+            return len(self.studies[study_name].best_trials)
+        except (ValueError, RuntimeError):
+            return 0
+
+    def sync(self) -> None:
+        if not self.out.is_local:
+            with open(self.journal_path, "rb") as f:
+                self.out.write_bytes(f.read(), JOURNAL)

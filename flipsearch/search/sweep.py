@@ -1,0 +1,230 @@
+"""`flipsearch sweep`: Ray Tune schedules the trials, Optuna chooses them, Parquet keeps them.
+
+Flow: validate the space -> take the output lock -> open the studies and reconcile them
+with the rows already written (resume) -> start or join Ray -> load each dataset once into
+the object store -> run the remaining trials -> summarise. No early-stopping scheduler is
+used: a truncated trial reported as complete would land on a multi-objective front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from ..errors import FlipsearchError, UsageError
+from ..objectives import Constraint, Objective
+from ..results import ResultsWriter, read_results
+from ..storage import Storage
+from .space import SearchSpace
+
+LOCK = "sweep.lock"
+
+
+@dataclass
+class SweepOptions:
+    out: str
+    resume: bool = False
+    address: str | None = None
+    concurrency: int | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    objectives: list[Objective] = field(default_factory=list)
+    constraints: list[Constraint] = field(default_factory=list)
+    sampler: str | None = None
+    trials_per_scenario: int | None = None
+    num_cpus: int | None = None  # embedded Ray only
+    quiet: bool = False
+
+
+@dataclass
+class SweepSummary:
+    out: str
+    run_id: str
+    trials_run: int
+    counts: dict
+    references_trained: int
+    reference_hits: int
+    seconds: float
+    interrupted: bool
+
+    def line(self) -> str:
+        return (f"sweep {self.run_id}: {self.trials_run} trials this run ({', '.join(f'{k} {v}' for k, v in self.counts.items())}); "
+                f"reference models: {self.references_trained} trained, {self.reference_hits} cache hits; "
+                f"{self.seconds:.1f}s; results in {self.out}")
+
+
+class OutputLock:
+    """One sweep per output directory. A lock left by a dead sweep on this host is taken
+    over only by `--resume`; a live one is always refused."""
+
+    def __init__(self, out: Storage, resume: bool):
+        self.out, self.resume = out, resume
+        self.mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+
+    def __enter__(self):
+        if self.out.exists(LOCK):
+            try:
+                held = json.loads(self.out.read_bytes(LOCK))
+            except (ValueError, OSError):
+                held = {}
+            alive = held.get("host") == socket.gethostname() and _pid_alive(int(held.get("pid", -1)))
+            if alive or held.get("host") not in (None, socket.gethostname()):
+                raise FlipsearchError(
+                    f"another sweep (pid {held.get('pid')} on {held.get('host')}) is using {self.out.uri}; "
+                    f"wait for it, or remove {LOCK} there if that sweep is dead")
+            if not self.resume:
+                raise UsageError(f"{self.out.uri} holds an interrupted sweep; continue it with --resume "
+                                 "(or choose another --out)")
+        self.out.write_bytes(json.dumps(self.mine).encode(), LOCK)
+        return self
+
+    def __exit__(self, *exc):
+        self.out.delete(LOCK)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (killed, not yet reaped) is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
+    from .studies import StudyBook
+
+    t0 = time.time()
+    out = Storage.open(opts.out)
+    objectives = opts.objectives or space.objectives
+    constraints = opts.constraints or space.constraints
+    if opts.sampler:
+        space.sampler = opts.sampler
+    if opts.trials_per_scenario:
+        space.trials_per_scenario = opts.trials_per_scenario
+    existing = read_results(out, required=False)
+    if len(existing) and not opts.resume:
+        raise UsageError(f"{out.uri} already holds {len(existing)} trial rows; continue with --resume "
+                         "or choose another --out")
+    _check_objectives(objectives, constraints, space)
+
+    with OutputLock(out, opts.resume):
+        out.write_bytes(json.dumps(_space_record(space, objectives, constraints), indent=2).encode(), "sweep.json")
+        book = StudyBook(space, out, objectives, constraints, space.sampler, space.search_seed)
+        done = book.reconcile(existing)
+        remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
+        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        total = sum(remaining.values())
+        if total == 0:
+            return SweepSummary(out.uri, run_id, 0, {}, 0, 0, time.time() - t0, False)
+        searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total)
+        counts = {k: v for k, v in searcher.counts.items() if v}
+        interrupted = any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0
+        return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
+                            n_trained, n_hits, time.time() - t0, interrupted)
+
+
+def _run_tune(space, opts, out, book, remaining, run_id, total):
+    import ray
+    from ray import tune
+
+    from .coordination import LeaseLocks
+    from .searcher import FlipSearcher
+    from .trainable import flip_trainable
+
+    connect_ray(opts.address, opts.num_cpus)
+    datasets = _load_datasets(space)
+    m1_training, update_training = space.recipes()
+    base = {"run_id": run_id, "out_uri": out.uri, "scenario_options": space.scenario_options,
+            "m1_training": m1_training, "update_training": update_training}
+    writer = ResultsWriter(out)
+    searcher = FlipSearcher(space, book, writer.append, base, remaining, quiet=opts.quiet)
+    cpus = opts.cpus_per_trial if opts.cpus_per_trial is not None else space.cpus_per_trial
+    gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else space.gpus_per_trial
+    concurrency = opts.concurrency or space.concurrency
+    locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run_id}").remote()
+    trainable = tune.with_resources(tune.with_parameters(flip_trainable, datasets=datasets, lock_actor=locks),
+                                    {"cpu": cpus, "gpu": gpus})
+    storage_path = out.path("ray") if out.is_local else out.uri.rstrip("/") + "/ray"
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=concurrency,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=f"tune-{run_id}", storage_path=storage_path, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=space.max_failures)),
+    )
+    if not opts.quiet:
+        print(f"[flipsearch] sweep {space.name}: {total} trials over {len(remaining)} scenario(s), "
+              f"{concurrency} at a time; results -> {out.uri}", file=sys.stderr, flush=True)
+    tuner.fit()
+    rows = read_results(out, required=False)
+    mine = rows[rows["run_id"] == run_id] if len(rows) and "run_id" in rows else rows
+    ref_cols = [c for c in mine.columns if c.startswith("ref_") and not c.startswith("ref_seconds")]
+    trained = int(sum((mine[c] == "miss").sum() for c in ref_cols))
+    hits = int(sum((mine[c] == "hit").sum() for c in ref_cols))
+    return searcher, trained, hits
+
+
+def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address` ('auto', 'ray://host:10001', 'host:6379'), or start an
+    embedded Ray with this machine's CPUs/GPUs and no dashboard."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
+        raise FlipsearchError(f"cannot reach a Ray cluster at {address!r}: {str(e).splitlines()[0]} "
+                              "(start one with `ray start --head`, or omit --address for a local Ray)") from None
+
+
+def _load_datasets(space: SearchSpace) -> dict:
+    """Each built-in dataset loaded once on the driver; Ray ships it to workers once."""
+    from ..trial import load_subset
+
+    opts = space.scenario_options
+    if opts.get("explicit"):
+        return {}
+    scale = float(opts.get("scale", 1.0))
+    return {(s.dataset, scale): load_subset(s.dataset, opts.get("data_root"), bool(opts.get("download")), scale)
+            for s in space.scenarios}
+
+
+def _check_objectives(objectives, constraints, space) -> None:
+    from ..metrics import is_known_metric
+
+    for o in list(objectives) + list(constraints):
+        if not is_known_metric(o.metric):
+            raise UsageError(f"{space.path}: unknown metric {o.metric!r} in an objective or constraint; "
+                             "see `flipsearch list` for metric names")
+        if o.metric.startswith("critical_") and not (space.scenario_options.get("critical_classes")
+                                                     or space.scenario_options.get("critical_mask")):
+            raise UsageError(f"{space.path}: {o.metric} needs scenario.critical_classes (or critical_mask)")
+
+
+def _space_record(space: SearchSpace, objectives, constraints) -> dict:
+    return {"name": space.name, "path": os.path.abspath(space.path),
+            "objectives": [f"{o.metric}:{o.direction}" for o in objectives],
+            "constraints": [str(c) for c in constraints],
+            "scenarios": [s.key for s in space.scenarios], "seeds": space.seeds,
+            "methods": {m: {p: [d.kind, list(d.args)] for p, d in ps.items()} for m, ps in space.methods.items()},
+            "scenario_options": space.scenario_options, "sampler": space.sampler,
+            "trials_per_scenario": space.trials_per_scenario}
