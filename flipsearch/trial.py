@@ -232,7 +232,7 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
         result.status, result.error = "diverged", str(e)
     from .arrangements import describe
 
-    result.scenario = {k: v for k, v in describe(scenario).items() if not isinstance(v, (list, dict))}
+    result.scenario = {k: v for k, v in describe(scenario).items() if k not in ("per_class", "class_names")}
     timings["total"] = time.perf_counter() - t_start
     return result
 

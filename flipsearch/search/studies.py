@@ -27,11 +27,6 @@ JOURNAL = "optuna.journal"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _constraints_from_attrs(trial: optuna.trial.FrozenTrial) -> list[float]:
-    # Optuna reads feasibility from here (<= 0 is feasible); trials without it count as feasible.
-    return trial.user_attrs.get("constraints", [0.0])
-
-
 class StudyBook:
     def __init__(self, space: SearchSpace, out: Storage, objectives: list[Objective],
                  constraints: list[Constraint], sampler: str, seed: int):
@@ -55,12 +50,12 @@ class StudyBook:
             self.studies[scen.key] = self._open(scen.key, sampler, seed + i)
 
     def _sampler(self, kind: str, seed: int) -> optuna.samplers.BaseSampler:
-        cfunc = _constraints_from_attrs if self.constraints else None
+        # Constraints reach the samplers through each trial's `set_constraint` values (Optuna 5).
         if kind == "nsga2":
             pop = self.space.population_size or max(4, min(50, self.space.trials_per_scenario // 2))
-            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed, constraints_func=cfunc)
+            return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
         if kind == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=cfunc)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         return optuna.samplers.RandomSampler(seed=seed)  # random, and grid (points are enqueued)
 
     def _open(self, name: str, sampler: str, seed: int) -> optuna.Study:
@@ -104,16 +99,18 @@ class StudyBook:
         study = self.studies[study_name]
         values = [row.get(o.metric) for o in self.objectives]
         finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+        if trial.storage.get_trial(trial._trial_id).state.is_finished():
+            return
+        trial.set_user_attr("status", str(row.get("status")))
         if row.get("status") == "ok" and finite:
-            if self.constraints:
-                study._storage.set_trial_user_attr(trial_id, "constraints",
-                                                   [c.violation(row) for c in self.constraints])
-            study.tell(number, [float(v) for v in values], skip_if_finished=True)
+            for c in self.constraints:  # <= 0 is feasible; samplers and best_trials read these
+                trial.set_constraint(str(c), c.violation(row))
+            study.tell(trial, [float(v) for v in values])
         else:
-            study._storage.set_trial_user_attr(trial_id, "status", str(row.get("status")))
-            study._storage.set_trial_user_attr(trial_id, "error", str(row.get("error", ""))[:500])
-            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+            trial.set_user_attr("error", str(row.get("error", ""))[:500])
+            study.tell(trial, state=TrialState.FAIL)
         self.sync()
 
     def front_size(self, study_name: str) -> int:

@@ -158,12 +158,16 @@ def _run_tune(space, opts, out, book, remaining, run_id, total):
     locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run_id}").remote()
     trainable = tune.with_resources(tune.with_parameters(flip_trainable, datasets=datasets, lock_actor=locks),
                                     {"cpu": cpus, "gpu": gpus})
-    storage_path = out.path("ray") if out.is_local else out.uri.rstrip("/") + "/ray"
+    # Tune's experiment state lives in the output too. An object store is handed over as the
+    # filesystem object itself, so endpoint options in the URI (`?endpoint_override=…`) reach it.
+    storage = {"storage_path": out.path("ray")}
+    if not out.is_local:
+        storage["storage_filesystem"] = out.fs
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=concurrency,
                                     reuse_actors=True),
-        run_config=tune.RunConfig(name=f"tune-{run_id}", storage_path=storage_path, verbose=0,
+        run_config=tune.RunConfig(name=f"tune-{run_id}", **storage, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=space.max_failures)),
     )
     if not opts.quiet:

@@ -2,7 +2,8 @@
 
 Any exception becomes a `failed` row with a one-line error (the sweep goes on); a NaN loss
 is a `diverged` row. Datasets arrive once through the object store (`tune.with_parameters`);
-the reference-model store is kept per worker process, so a reused actor keeps its cache.
+the reference-model store is kept per worker process and sweep run, so a reused actor keeps
+its cache. The device is the one Ray assigned: see `assigned_device`.
 """
 
 from __future__ import annotations
@@ -12,25 +13,43 @@ import math
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..references import ReferenceStore
 from ..storage import Storage
 
-_STORES: dict[str, ReferenceStore] = {}
 REFS_DIR = "references"
+_STORES: dict[tuple[str, str], ReferenceStore] = {}
 
 
-def reference_store(out_uri: str, lock_actor: Any = None) -> ReferenceStore:
-    if out_uri not in _STORES:
+def reference_store(out_uri: str, lock_actor: Any = None, run_id: str = "") -> ReferenceStore:
+    """This process's store for a run. Keyed by run too: a worker process that outlives one
+    sweep (same Ray job) must not keep the previous run's lock actor."""
+    key = (out_uri, run_id)
+    if key not in _STORES:
+        for stale in [k for k in _STORES if k[0] == out_uri]:
+            del _STORES[stale]
         storage = Storage.open(out_uri).sub(REFS_DIR)
         lock = None
         if not storage.is_local and lock_actor is not None:
             from .coordination import lease_lock
 
             lock = lambda key: lease_lock(lock_actor, key)  # noqa: E731
-        _STORES[out_uri] = ReferenceStore(storage, lock=lock)
-    return _STORES[out_uri]
+        _STORES[key] = ReferenceStore(storage, lock=lock)
+    return _STORES[key]
+
+
+def assigned_device() -> str:
+    """The torch device of this trial, from Ray's assignment. A trial given GPUs (whole or a
+    fraction) sees only those, as Ray sets CUDA_VISIBLE_DEVICES, so `cuda` is its own GPU. A
+    trial given none runs on the CPU even on a GPU node, and so does one whose GPU torch cannot
+    use (a logical `num_gpus` on a CPU machine, no driver): the CPU path never needs CUDA."""
+    import torch
+
+    if _gpu_ids() and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
 
 
 def trial_config(config: dict[str, Any]):
@@ -67,8 +86,9 @@ def flip_trainable(config: dict[str, Any], datasets: dict | None = None, lock_ac
     row["model"] = config.get("model") or ""
     t0 = time.time()
     try:
-        cfg = trial_config(config)
-        result = run_trial(cfg, store=reference_store(config["out_uri"], lock_actor),
+        cfg = replace(trial_config(config), device=assigned_device())
+        row["device"] = cfg.device
+        result = run_trial(cfg, store=reference_store(config["out_uri"], lock_actor, config["run_id"]),
                            dataset=(datasets or {}).get((cfg.dataset, cfg.subset)))
         row.update(result.to_row())
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
@@ -76,8 +96,19 @@ def flip_trainable(config: dict[str, Any], datasets: dict | None = None, lock_ac
         row.update({f"hp_{k}": v for k, v in config["hparams"].items()})
     row.update(run_id=config["run_id"], study=config["study"], trial_number=config["trial_number"],
                hostname=socket.gethostname(), pid=os.getpid(), node_id=_node_id(),
+               gpu_ids=",".join(_gpu_ids()),
                started_at=t0, finished_at=time.time(), wall_seconds=time.time() - t0)
     tune.report({"row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"})
+
+
+def _gpu_ids() -> list[str]:
+    """Ray's GPU ids for this worker ([] outside Ray or when it was given no GPU)."""
+    try:
+        import ray
+
+        return [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+    except Exception:  # noqa: BLE001 - outside Ray
+        return []
 
 
 def _node_id() -> str:

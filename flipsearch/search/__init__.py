@@ -1,0 +1,1 @@
+"""The sweep: search-space files, Optuna studies, the Ray Tune searcher and trainable."""
