@@ -120,6 +120,9 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
         raise UsageError(f"{out.uri} already holds {len(existing)} trial rows; continue with --resume "
                          "or choose another --out")
     _check_objectives(objectives, constraints, space)
+    # Everything that can fail on bad input happens before anything is written.
+    datasets = _load_datasets(space)
+    connect_ray(opts.address, opts.num_cpus)
 
     with OutputLock(out, opts.resume):
         out.write_bytes(json.dumps(_space_record(space, objectives, constraints), indent=2).encode(), "sweep.json")
@@ -130,14 +133,14 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
         total = sum(remaining.values())
         if total == 0:
             return SweepSummary(out.uri, run_id, 0, {}, 0, 0, time.time() - t0, False)
-        searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total)
+        searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
         counts = {k: v for k, v in searcher.counts.items() if v}
         interrupted = any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0
         return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
                             n_trained, n_hits, time.time() - t0, interrupted)
 
 
-def _run_tune(space, opts, out, book, remaining, run_id, total):
+def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     import ray
     from ray import tune
 
@@ -145,8 +148,6 @@ def _run_tune(space, opts, out, book, remaining, run_id, total):
     from .searcher import FlipSearcher
     from .trainable import flip_trainable
 
-    connect_ray(opts.address, opts.num_cpus)
-    datasets = _load_datasets(space)
     m1_training, update_training = space.recipes()
     base = {"run_id": run_id, "out_uri": out.uri, "scenario_options": space.scenario_options,
             "m1_training": m1_training, "update_training": update_training}
@@ -189,6 +190,8 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    if address:
+        _check_reachable(address)
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         if address:
@@ -198,6 +201,26 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise FlipsearchError(f"cannot reach a Ray cluster at {address!r}: {str(e).splitlines()[0]} "
                               "(start one with `ray start --head`, or omit --address for a local Ray)") from None
+
+
+def _check_reachable(address: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not minutes, when a cluster address does not answer (ray.init
+    would retry for about two minutes)."""
+    import socket as _socket
+
+    if address == "auto":
+        if not (os.environ.get("RAY_ADDRESS") or os.path.exists("/tmp/ray/ray_current_cluster")):
+            raise FlipsearchError("--address auto: no running Ray cluster found on this machine "
+                                  "(start one with `ray start --head`, or omit --address for a local Ray)")
+        return
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with _socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise FlipsearchError(f"cannot reach a Ray cluster at {address!r} ({getattr(e, 'strerror', None) or e}); "
+                              "check the address, or omit --address for a local Ray") from None
 
 
 def _load_datasets(space: SearchSpace) -> dict:
