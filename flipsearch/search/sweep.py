@@ -188,10 +188,10 @@ def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
     embedded Ray with this machine's CPUs/GPUs and no dashboard."""
     import ray
 
-    if ray.is_initialized():
-        return
     if address:
         _check_reachable(address)
+    if ray.is_initialized():
+        return
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     try:
         if address:
