@@ -131,9 +131,19 @@ class SearchSpace:
         return {**shared, **(o.get("m1_training") or {})}, {**shared, **(o.get("update_training") or {})}
 
 
-def load_space(path: str, overrides: dict[str, Any] | None = None) -> SearchSpace:
-    """Read, merge (`include`) and validate a search-space file."""
-    raw = _read_with_includes(path, seen=())
+def load_space(path: str | list[str], overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read, merge (`include`) and validate a search-space file. Several files are merged in
+    order (e.g. `ce.yaml bct.yaml fd.yaml`: their methods then share one study per scenario)."""
+    paths = [path] if isinstance(path, str) else list(path)
+    raw: dict = {}
+    names = []
+    for p in paths:
+        one = _read_with_includes(p, seen=())
+        names.append(str(one.get("name") or os.path.splitext(os.path.basename(p))[0]))
+        raw = _deep_merge(raw, one)
+    if len(paths) > 1:
+        raw["name"] = "_".join(names)
+    path = paths[0]
     if overrides:
         raw = _deep_merge(raw, overrides)
     return validate(raw, path)
