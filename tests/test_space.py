@@ -45,7 +45,7 @@ def test_define_by_run_keeps_method_params_apart(tmp_path):
 scenario: {seeds: [0, 1]}
 methods:
   fd: {alpha: {uniform: [0, 1]}, distance: kl}
-  mpt: {alpha: {uniform: [1, 2]}, k: {int: [0, 4]}}
+  mpt: {alpha: {uniform: [1, 2]}, k: {choice: [0, 2, 4]}}
 """)
     space = load_space(str(tmp_path / "s.yaml"))
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
@@ -58,7 +58,7 @@ methods:
         if method == "fd":
             assert 0 <= hp["alpha"] <= 1 and hp["distance"] == "kl" and set(t.params) == {"method", "fd.alpha", "seed"}
         else:
-            assert 1 <= hp["alpha"] <= 2 and isinstance(hp["k"], int)
+            assert 1 <= hp["alpha"] <= 2 and hp["k"] in (0, 2, 4)
             assert set(t.params) == {"method", "mpt.alpha", "mpt.k", "seed"}
         study.tell(t, [0.5, 0.1])
     assert seen == {"fd", "mpt"}
