@@ -47,7 +47,15 @@ class Storage:
         return posixpath.join(self.root, *parts)
 
     def sub(self, *parts: str) -> "Storage":
-        return Storage(self.uri.rstrip("/") + "/" + "/".join(parts), self.fs, self.path(*parts))
+        return Storage(self.child_uri(*parts), self.fs, self.path(*parts))
+
+    def child_uri(self, *parts: str) -> str:
+        """The URI of a path under this one. Parts go before a query string, so options such
+        as `s3://bucket/out?endpoint_override=host:9000&scheme=http` (MinIO, a test server)
+        carry over to every file under the output."""
+        self.path(*parts)  # same checks on the names
+        base, sep, query = self.uri.partition("?")
+        return base.rstrip("/") + "/" + "/".join(parts) + sep + query
 
     def makedirs(self, *parts: str) -> None:
         self.fs.create_dir(self.path(*parts), recursive=True)

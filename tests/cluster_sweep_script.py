@@ -1,0 +1,99 @@
+"""Start a real multi-node Ray on this machine, run `flipsearch sweep --address` against it, stop it.
+
+tests/test_cluster.py runs this in a process of its own (the test session has its own Ray):
+
+    python tests/cluster_sweep_script.py SPEC.json REPORT.json
+
+SPEC is {"workers": [{"num_cpus": 1}, ...], "sweep": [arguments after `flipsearch sweep`],
+"timeout": seconds}. Each worker entry is a node's `ray start` resources (`num_cpus`, `num_gpus`,
+`resources`). The head node has no CPUs, so no trial can run on it: a trial that ran, ran on a
+worker node. Every node listens on 127.0.0.1, and Ray's files (sockets, logs, the address file
+that `ray.init()` looks for) live under $RAY_TMPDIR, which the test points at a private
+directory: no other Ray on the machine can find this cluster, nor this cluster another one.
+
+REPORT gets the cluster's address and node ids, the sweep's exit status and output, and the
+least of each resource Ray had free while the sweep ran (`min_available`: 0 GPU means every
+GPU share was held at once). Every process is stopped on the way out, on an error or SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+LOOPBACK = "127.0.0.1"
+WATCHED = ("CPU", "GPU")
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks below
+
+
+def main(spec_path: str, report_path: str) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    with open(spec_path) as f:
+        spec = json.load(f)
+    report: dict = {"returncode": None}
+    workdir = os.path.dirname(os.path.abspath(report_path))
+    cluster = proc = None
+    try:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
+        for node in spec["workers"]:
+            cluster.add_node(node_ip_address=LOOPBACK, **node)
+        cluster.wait_for_nodes()
+        report.update(address=cluster.address, head_node_id=cluster.head_node.node_id,
+                      worker_node_ids=[n.node_id for n in cluster.worker_nodes])
+
+        # A second driver that only watches the cluster's free resources while the sweep runs.
+        ray.init(address=cluster.address, log_to_driver=False)
+        signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init installed its own handler
+        report["total"] = {k: v for k, v in ray.cluster_resources().items() if k in WATCHED}
+        low = dict(report["total"])
+
+        cmd = [sys.executable, "-m", "flipsearch.cli", "sweep", *spec["sweep"], "--address", cluster.address]
+        with open(os.path.join(workdir, "sweep.stdout"), "w") as out, \
+                open(os.path.join(workdir, "sweep.stderr"), "w") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+            deadline = time.monotonic() + float(spec.get("timeout", 120))
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    report["timed_out"] = True
+                    break
+                free = ray.available_resources()  # a fully used resource is absent
+                for k in low:
+                    low[k] = min(low[k], float(free.get(k, 0.0)))
+                time.sleep(0.2)
+        report["min_available"] = low
+    except BaseException as e:  # noqa: BLE001 - reported to the test, then cleaned up
+        report["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            report["returncode"] = proc.returncode
+            for stream in ("stdout", "stderr"):
+                with open(os.path.join(workdir, f"sweep.{stream}")) as f:
+                    report[stream] = f.read()[-20000:]
+        try:
+            import ray
+
+            ray.shutdown()
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
+            with open(report_path, "w") as f:
+                json.dump(report, f, indent=1)
+    return 0 if report.get("returncode") == 0 and "error" not in report else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
