@@ -35,7 +35,7 @@ def _scalar(text: str) -> Any:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-    return value if isinstance(value, (int, float, bool, str)) else text
+    return value if isinstance(value, (int, float, bool, str, list)) else text
 
 
 def _parse_classes(text: str | None) -> tuple[int, ...]:
@@ -80,6 +80,8 @@ def scenario_options(f):
                      help="class-incremental: share of classes M1 knows."),
         click.option("--data-root", default=None, help="Where torchvision datasets live (default ~/.cache/flipsearch/data)."),
         click.option("--download", is_flag=True, help="Download a torchvision dataset that is not on disk."),
+        click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1),
+                     help="Use this stratified share of the training pool and the test set."),
         click.option("--train", "train_path", default=None, help="Explicit D_train (.npz or image folder)."),
         click.option("--update", "update_path", default=None, help="Explicit D_update (with --train and --test)."),
         click.option("--test", "test_path", default=None, help="Explicit test set (with --train and --update)."),
@@ -111,14 +113,14 @@ def _explicit(train_path, update_path, test_path):
 @click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (config, metrics, timings).")
-def trial(dataset, arrangement, seed, old_fraction, data_root, download, train_path, update_path, test_path,
+def trial(dataset, arrangement, seed, old_fraction, data_root, download, scale, train_path, update_path, test_path,
           method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json):
     """Run one update trial: train M1, update it into M2 with METHOD, report every metric."""
     from .trial import TrialConfig, run_trial
 
     cfg = TrialConfig(dataset=dataset, arrangement=arrangement, method=method, seed=seed, model=model,
                       old_fraction=old_fraction, critical_classes=_parse_classes(critical_classes),
-                      critical_mask=critical_mask, data_root=data_root, download=download,
+                      critical_mask=critical_mask, data_root=data_root, download=download, subset=scale,
                       old_model=old_model, explicit=_explicit(train_path, update_path, test_path), device=device)
     cfg = cfg.with_settings(_parse_settings(settings))
     show_bar = not as_json and sys.stderr.isatty()
@@ -180,13 +182,13 @@ def _print_trial(result) -> None:
 @cli.command()
 @scenario_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def split(dataset, arrangement, seed, old_fraction, data_root, download, train_path, update_path, test_path, as_json):
+def split(dataset, arrangement, seed, old_fraction, data_root, download, scale, train_path, update_path, test_path, as_json):
     """Show how an arrangement splits a dataset: sizes, overlap, per-class counts."""
     from .arrangements import describe
     from .trial import TrialConfig, load_scenario
 
     cfg = TrialConfig(dataset=dataset, arrangement=arrangement, seed=seed, old_fraction=old_fraction,
-                      data_root=data_root, download=download, explicit=_explicit(train_path, update_path, test_path))
+                      data_root=data_root, download=download, subset=scale, explicit=_explicit(train_path, update_path, test_path))
     info = describe(load_scenario(cfg))
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
@@ -228,7 +230,7 @@ def list_cmd(as_json):
 
 
 @cli.command()
-@click.argument("space_file", type=click.Path())
+@click.argument("space_files", nargs=-1, required=True, type=click.Path())
 @click.option("--out", required=True, help="Output directory or URI (s3://, gs://, file://) for rows, studies, models.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without redoing finished trials.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 (default: local Ray).")
@@ -248,9 +250,12 @@ def list_cmd(as_json):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs (M1, references and updates).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override scenario.KEY (e.g. scenario.seeds=[0,1]).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def sweep(space_file, out, resume, address, objectives, constraints, sampler, trials_per_scenario, concurrency,
+def sweep(space_files, out, resume, address, objectives, constraints, sampler, trials_per_scenario, concurrency,
           cpus_per_trial, gpus_per_trial, scale, epochs, settings, quiet):
-    """Search methods x hyperparameters x scenarios in SPACE_FILE with Ray Tune + Optuna."""
+    """Search methods x hyperparameters x scenarios in SPACE_FILES with Ray Tune + Optuna.
+
+    Several files are merged in order, so `search_spaces/ce.yaml search_spaces/bct.yaml`
+    compares both methods on one Pareto front per scenario."""
     from .objectives import parse_constraint, parse_objective
     from .search.space import load_space
     from .search.sweep import SweepOptions, run_sweep
@@ -267,7 +272,7 @@ def sweep(space_file, out, resume, address, objectives, constraints, sampler, tr
         scen["scale"] = scale
     if epochs is not None:
         scen.setdefault("training", {})["epochs"] = epochs
-    space = load_space(space_file, overrides)
+    space = load_space(list(space_files), overrides)
     opts = SweepOptions(out=out, resume=resume, address=address, concurrency=concurrency,
                         cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                         objectives=[parse_objective(o) for o in objectives],
@@ -276,8 +281,35 @@ def sweep(space_file, out, resume, address, objectives, constraints, sampler, tr
     summary = run_sweep(space, opts)
     click.echo(summary.line())
     if summary.interrupted:
-        click.echo(f"interrupted: resume with  flipsearch sweep {space_file} --out {out} --resume", err=True)
+        click.echo(f"interrupted: resume with  flipsearch sweep {' '.join(space_files)} --out {out} --resume", err=True)
         sys.exit(130)
+
+
+@cli.command()
+@click.argument("sweep_dir", metavar="OUT")
+@click.option("--out", "report_dir", default=None, help="Where to write the report files (default: OUT/report).")
+@click.option("--objective", "objectives", multiple=True, metavar="METRIC[:max|min]",
+              help="Objectives of the fronts, two or three (repeatable; default: the sweep's).")
+@click.option("--constraint", "constraints", multiple=True, metavar="METRIC<=VALUE",
+              help="Constraints on the fronts, table and recommendation (repeatable; default: the sweep's), "
+                   "e.g. 'nfr<=0.01' --constraint 'accuracy_new>=0.85'.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="What to print: a readable summary, or one JSON document for scripts.")
+def report(sweep_dir, report_dir, objectives, constraints, output_format):
+    """Pareto fronts, the method x arrangement table, plots and a recommendation for the sweep in OUT.
+
+    Writes index.html (self-contained), summary.md, front.parquet and PNG plots to --out.
+    """
+    from .report.build import build_report, default_report_dir
+    from .report.render import render_terminal
+
+    rep = build_report(sweep_dir, objectives or None, constraints or None)
+    written = rep.write(report_dir or default_report_dir(sweep_dir))
+    if output_format == "json":
+        click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
+    else:
+        click.echo(render_terminal(rep), nl=False)
+        click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, {len(written) - 3} plots)")
 
 
 def main(argv: list[str] | None = None) -> None:

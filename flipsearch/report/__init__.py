@@ -2,8 +2,14 @@
 
 The Pareto helpers are re-exported here: `pareto_mask`, `pareto_front`, `hypervolume`,
 `hypervolume_history`, `default_reference`, `closest_to_feasible`, `binding_constraints`.
+The report itself: `build_report(out)` -> `Report` (`.write(dir)`, `.to_json()`), built
+from `aggregate_seeds` (seed means per configuration, `configs`), `paper1_table`
+(`tables`), `recommend.recommend` / `trial_command` (`recommend`), the plots (`plots`,
+matplotlib imported only when drawing) and the renderers (`render`, `html`).
 """
 
+from .build import Report, build_report
+from .configs import aggregate_seeds
 from .pareto import (
     binding_constraints,
     closest_to_feasible,
@@ -13,13 +19,20 @@ from .pareto import (
     pareto_front,
     pareto_mask,
 )
+from .recommend import trial_command
+from .tables import paper1_table
 
 __all__ = [
+    "Report",
+    "aggregate_seeds",
     "binding_constraints",
+    "build_report",
     "closest_to_feasible",
     "default_reference",
     "hypervolume",
     "hypervolume_history",
+    "paper1_table",
     "pareto_front",
     "pareto_mask",
+    "trial_command",
 ]
