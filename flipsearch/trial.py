@@ -218,6 +218,10 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
         timings["update"] = time.perf_counter() - t - sum(refs.seconds.get(k, 0) for k in ("phi_new", "ce_update"))
         timings.update({f"ref_{k}": v for k, v in refs.seconds.items() if k != "m1"})
         result.info = dict(updated.info)
+        if cfg.old_model:
+            # A user's M1 comes without its training recipe: nothing here retrains M1, and the
+            # references that need a recipe (φ_new, the CE update) use the update recipe.
+            result.info["m1_source"] = "user checkpoint; its training recipe is unknown and not needed"
 
         t = time.perf_counter()
         pred_old = predict_logits(m1, scenario.x_test).argmax(1)
