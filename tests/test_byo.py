@@ -120,3 +120,23 @@ methods:
     report = json.loads(res.output)
     assert report  # the report names the user's scenario and objectives
     assert "critical_nfr" in json.dumps(report)
+
+
+def test_critical_class_constraint_changes_the_recommendation(tmp_path):
+    """A more accurate update that flips critical samples loses to one that flips none once
+    'no flip on a critical sample' is required."""
+    from test_report import row, sweep_dir
+
+    risky = dict(row("bct", 0.95, 0.010, lambda_c=0.1), critical_classes="3,5", critical_nfr=0.04, critical_n=100.0)
+    safe = dict(row("bct", 0.91, 0.012, lambda_c=2.0), critical_classes="3,5", critical_nfr=0.0, critical_n=100.0)
+    out = sweep_dir(tmp_path, [dict(risky, trial_number=0), dict(safe, trial_number=1)])
+
+    def pick(*extra):
+        res = CliRunner().invoke(cli, ["report", out, "--format", "json", "--out", str(tmp_path / "r"), *extra])
+        assert res.exit_code == 0, res.output
+        (scenario,) = json.loads(res.output)["scenarios"]
+        return scenario["recommendation"]
+
+    assert "lambda_c=0.1" in pick()["command"]
+    constrained = pick("--constraint", "critical_nfr<=0")
+    assert constrained["feasible"] and "lambda_c=2.0" in constrained["command"]
