@@ -1,0 +1,184 @@
+"""Each update method does its job on real training (issue 3, "Done when").
+
+Every comparison runs full trials (`run_trial`) on the embedded digits with the `small`
+model, against `ce` with the same seed and the same reference M1: the trials of one seed
+share a `ReferenceStore`, so M1 is trained once and the treated trial loads it (checked via
+`references["m1"] == "hit"`). NeuRecover is a repair, so its baseline is the CE update it
+repairs (M1 fine-tuned with CE on D_update minus the repair split, the shared "ce_update"
+reference). Three seeds each; an assertion asks for a clear effect on the seed mean (at
+least a halving; NeuRecover: 0.8x on the repair split, lower on the test set) *and* for no
+seed where the method is worse than its baseline.
+
+Why these settings (measured with scratch scripts while writing this file, 3-5 seeds):
+- On the default exclusive-op fine-tune CE breaks only ~2 of 539 test samples, so settings
+  with more flips are used: an M2 trained from scratch on little data (FD), a short update
+  that adds classes (BCT, MPT), a short aggressive fine-tune (NeuRecover).
+- BCT is shown in `class-incremental`: there S (samples M1 gets right) is about half of each
+  batch, so the new-error term really shifts weight onto what M1 knew. In the same-class
+  arrangements M1 is right on ~90-99 % of D_update, S is nearly the whole batch and the
+  dissonance is ~λ·CE — a learning-rate change, not a compatibility one (measured:
+  exclusive-op, 2 epochs, lr 0.01: NFR CE 0.80 % vs BCT λ=1..5 1.2-1.7 %). λ_c = 2 with
+  lr 0.01: with `dissonance_scale=support` an M1-correct sample weighs 1 + λ·N/|S| ≈ 5 here,
+  so the step on them is ~5x larger; at lr 0.05, λ_c = 2 already costs accuracy and adds
+  flips, and λ_c = 3 diverges in 2 of 3 seeds.
+- FD with `distance=lm` at its default λ = 1 diverges or collapses on digits from lr 0.01 up
+  when trained from scratch (the teacher's logits have std ~5): the test uses the default kl.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+from flipsearch.metrics import compute_metrics
+from flipsearch.models import build_model
+from flipsearch.references import ReferenceStore, repair_split
+from flipsearch.train import predict_logits
+from flipsearch.trial import TrialConfig, TrialResult, load_scenario, run_trial
+
+SEEDS = (0, 1, 2)
+CLEAR = 0.5  # a method must at least halve CE's mean figure
+
+
+def _trial(arrangement: str, method: str, seed: int, store: ReferenceStore, **settings) -> TrialResult:
+    cfg = TrialConfig(dataset="digits", arrangement=arrangement, method=method, seed=seed).with_settings(settings)
+    result = run_trial(cfg, store=store)
+    assert result.status == "ok", f"{method} seed {seed}: {result.status} {result.error}"
+    return result
+
+
+def _pairs(arrangement: str, stores: dict[int, ReferenceStore], base: dict, treated: tuple[str, dict],
+           shared: dict) -> tuple[list[TrialResult], list[TrialResult]]:
+    """CE (with `base` settings) and the treated method, per seed, on one shared store."""
+    ce, other = [], []
+    for seed in SEEDS:
+        ce.append(_trial(arrangement, "ce", seed, stores[seed], **shared, **base))
+        other.append(_trial(arrangement, treated[0], seed, stores[seed], **shared, **treated[1]))
+        assert other[-1].references["m1"] == "hit"  # the very M1 the CE trial used
+    return ce, other
+
+
+def _assert_clearly_lower(key: str, treated: list[TrialResult], ce: list[TrialResult], factor: float = CLEAR):
+    t = [r.metrics[key] for r in treated]
+    c = [r.metrics[key] for r in ce]
+    msg = f"{key}: method {t} vs ce {c}"
+    assert statistics.mean(c) > 0, f"the setting produced no flips to reduce; {msg}"
+    assert statistics.mean(t) <= factor * statistics.mean(c), msg
+    assert all(ti <= ci for ti, ci in zip(t, c)), msg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models train faster on one intra-op thread, and many times faster when other
+    processes load the machine (measured: a class-incremental trial took 0.3 s on 1 thread
+    and 20 s on 2 under load, the workers waiting on each other at every small op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def class_incremental_stores():
+    """One store per seed, shared by the BCT and MPT tests: M1 (classes 0-4) is trained once."""
+    return {seed: ReferenceStore() for seed in SEEDS}
+
+
+@pytest.mark.slow
+def test_bct_with_high_lambda_lowers_nfr_and_br(class_incremental_stores):
+    # Measured (seeds 0-4): BR CE 2.8 % vs BCT 0.6 %; accuracy 94.1 % vs 93.1 %.
+    ce, bct = _pairs("class-incremental", class_incremental_stores, {}, ("bct", {"lambda_c": 2.0}),
+                     {"update.epochs": 3, "update.lr": 0.01})
+    assert bct[0].hparams["variant"] == "new-error" and bct[0].hparams["dissonance_scale"] == "support"
+    _assert_clearly_lower("nfr", bct, ce)
+    _assert_clearly_lower("br", bct, ce)
+    assert min(r.metrics["accuracy_new"] for r in bct) >= 0.9  # it trains; the flips did not go by collapse
+
+
+@pytest.mark.slow
+def test_focal_distillation_lowers_nfr():
+    # PCT's setting: M2 trained from scratch on D_update, distilled from M1 (defaults: kl, τ 5,
+    # α 1, β 5, λ 1). Measured (seeds 0-4): NFR CE 8.9 % vs FD 3.8 %.
+    stores = {seed: ReferenceStore() for seed in SEEDS}
+    ce, fd = _pairs("exclusive-dev", stores, {}, ("fd", {}), {"init": "scratch"})
+    _assert_clearly_lower("nfr", fd, ce)
+    assert min(r.metrics["accuracy_new"] for r in fd) >= 0.9
+
+
+@pytest.mark.slow
+def test_mpt_lowers_old_class_nfr_in_class_incremental(class_incremental_stores):
+    # MPT's defaults (k 4, kl, τ 5, λ_old = λ_new = 1, from scratch), 3 update epochs.
+    # Measured (seeds 0-4): old-class NFR CE scratch 2.6 %, CE fine-tune 1.0 %, MPT 0.3 %.
+    shared = {"update.epochs": 3}
+    mpt = [_trial("class-incremental", "mpt", seed, store, **shared) for seed, store in
+           class_incremental_stores.items()]
+    for init in ("scratch", "old"):  # MPT's own baseline (scratch) and paper 1's (fine-tune)
+        ce = [_trial("class-incremental", "ce", seed, store, init=init, **shared) for seed, store in
+              class_incremental_stores.items()]
+        assert all(r.references["m1"] == "hit" for r in ce)  # the very M1 MPT distilled from
+        _assert_clearly_lower("nfr_old_classes", mpt, ce)
+    assert all(r.info["mpt_bias_active"] for r in mpt)
+    assert min(r.metrics["accuracy_new"] for r in mpt) >= 0.9
+
+
+class _KeepingStore(ReferenceStore):
+    """A store that remembers the payload of each reference kind it handed out, so the test
+    can rebuild M1 and the un-repaired CE update NeuRecover started from."""
+
+    def __init__(self):
+        super().__init__()
+        self.payloads: dict[str, dict] = {}
+
+    def get_or_build(self, key, build):
+        payload, hit = super().get_or_build(key, build)
+        self.payloads[key.split("-", 1)[0]] = payload
+        return payload, hit
+
+
+def _load(cfg: TrialConfig, payload: dict, num_classes: int, input_shape) -> torch.nn.Module:
+    model = build_model(cfg.model_name, num_classes, input_shape)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def _br(y, model_old, model_new, x) -> float:
+    return compute_metrics(y, predict_logits(model_old, x).argmax(1), predict_logits(model_new, x).argmax(1))["br"]
+
+
+@pytest.mark.slow
+def test_neurecover_lowers_br_of_the_update_it_repairs():
+    # A short aggressive fine-tune (2 epochs at lr 0.2) leaves 10-17 negative flips on the
+    # repair split; with only 1-3 the search may trade positives for them (fitness with α 1).
+    # Measured (seeds 0-2): repair-split BR 7.2 % -> 5.0 %, test BR 7.6 % -> 6.1 %.
+    rep_before, rep_after, test_before, test_after = [], [], [], []
+    for seed in SEEDS:
+        store = _KeepingStore()
+        cfg = TrialConfig(dataset="digits", arrangement="exclusive-op", method="neurecover", seed=seed
+                          ).with_settings({"update.epochs": 2, "update.lr": 0.2})
+        result = run_trial(cfg, store=store)
+        assert result.status == "ok", result.error
+        info = result.info
+        assert info["n_neg"] >= 5 and info["localised_total"] > 0, info
+        assert info["repair_rr_before"] == 0.0 and info["repair_br_before"] == 0.0
+
+        scenario = load_scenario(cfg)
+        shape = scenario.dataset.input_shape
+        m1 = _load(cfg, store.payloads["m1"], scenario.num_old_classes, shape)
+        unrepaired = _load(cfg, store.payloads["ce_update"], scenario.num_classes, shape)
+        repaired = result.model
+        # BR against M1 on the repair split (the flips NeuRecover searched on) and on the test set.
+        rep_idx, _ = repair_split(scenario.y_update, seed)
+        x_rep, y_rep = scenario.x_update[rep_idx], scenario.y_update[rep_idx]
+        rep_before.append(_br(y_rep, m1, unrepaired, x_rep))
+        rep_after.append(_br(y_rep, m1, repaired, x_rep))
+        test_before.append(_br(scenario.y_test, m1, unrepaired, scenario.x_test))
+        test_after.append(_br(scenario.y_test, m1, repaired, scenario.x_test))
+        assert result.metrics["br"] == pytest.approx(test_after[-1])  # the trial scored the repaired model
+
+    msg = f"repair split {rep_before} -> {rep_after}; test {test_before} -> {test_after}"
+    assert all(a <= b for a, b in zip(rep_after, rep_before)), msg
+    assert statistics.mean(rep_after) <= 0.8 * statistics.mean(rep_before), msg
+    assert all(a <= b for a, b in zip(test_after, test_before)), msg
+    assert statistics.mean(test_after) < statistics.mean(test_before), msg
