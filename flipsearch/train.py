@@ -32,6 +32,8 @@ class TrainRecipe:
     schedule: str = "none"  # none | cosine
     augment: bool = False  # random crop (pad 4) + horizontal flip, on the device
     amp: bool = False  # mixed precision (CUDA only; ignored on CPU)
+    grad_clip: float = 0.0  # clip the global gradient norm to this; 0 = off
+
 
     def __post_init__(self):
         checks = [
@@ -42,6 +44,7 @@ class TrainRecipe:
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.schedule in ("none", "cosine"), "schedule must be 'none' or 'cosine'"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0 turns it off)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -160,10 +163,15 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                if recipe.grad_clip:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                if recipe.grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 opt.step()
             if sched is not None:
                 sched.step()
