@@ -80,13 +80,15 @@ def pso(objective: Objective, x0: torch.Tensor, vmin: torch.Tensor, vmax: torch.
         pscore = torch.where(better, sx, sp)
         incumbent = sp[g]  # the previous global best, scored on this iteration's draw
         g = int(torch.argmax(pscore))
-        if pscore[g] > incumbent:
-            stale, improvements = 0, improvements + 1
-        else:
-            stale += 1
+        stale, improvements = _progress(pscore[g] > incumbent, stale, improvements)
         if stale >= patience:
             break
     return SearchResult(pbest[g].clone(), float(pscore[g]), it, improvements)
+
+
+def _progress(improved, stale: int, improvements: int) -> tuple[int, int]:
+    """Early-stopping bookkeeping: (iterations without improvement, improvements so far)."""
+    return (0, improvements + 1) if bool(improved) else (stale + 1, improvements)
 
 
 def de(objective: Objective, x0: torch.Tensor, *, iterations: int, patience: int, gen: torch.Generator,
@@ -128,10 +130,7 @@ def de(objective: Objective, x0: torch.Tensor, *, iterations: int, patience: int
         score = torch.where(take, st, sp)
         incumbent = sp[b]
         b = int(torch.argmax(score))
-        if score[b] > incumbent:
-            stale, improvements = 0, improvements + 1
-        else:
-            stale += 1
+        stale, improvements = _progress(score[b] > incumbent, stale, improvements)
         if stale >= patience:
             break
     return SearchResult(pop[b].clone(), float(score[b]), it, improvements)

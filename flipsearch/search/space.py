@@ -200,12 +200,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
     if not NAME_RE.match(name):
         raise UsageError(f"{where}: name {name!r} must be letters, digits, '-', '_' or '.', not a path")
 
-    scen = raw.get("scenario") or {}
-    if not isinstance(scen, dict):
-        raise UsageError(f"{where}: 'scenario' must be a mapping with keys {sorted(SCENARIO_KEYS)}")
-    bad = set(scen) - SCENARIO_KEYS
-    if bad:
-        raise UsageError(f"{where}: unknown key scenario.{sorted(bad)[0]}; allowed: {', '.join(sorted(SCENARIO_KEYS))}")
+    scen = _section(raw, "scenario", SCENARIO_KEYS, where)
     datasets = [str(d) for d in _as_list(scen.get("datasets", ["digits"]), where)]
     for d in datasets:
         if d not in BUILTIN_DATASETS and not d.startswith(("imagefolder:", "arrays:")):
@@ -261,12 +256,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
                   for o in _as_list(raw.get("objectives"), where)] or list(DEFAULT_OBJECTIVES)
     constraints = [_wrap(parse_constraint, c, where, "constraints") for c in _as_list(raw.get("constraints"), where)]
 
-    search = raw.get("search") or {}
-    if not isinstance(search, dict):
-        raise UsageError(f"{where}: 'search' must be a mapping with keys {sorted(SEARCH_KEYS)}")
-    bad = set(search) - SEARCH_KEYS
-    if bad:
-        raise UsageError(f"{where}: unknown key search.{sorted(bad)[0]}; allowed: {', '.join(sorted(SEARCH_KEYS))}")
+    search = _section(raw, "search", SEARCH_KEYS, where)
     sampler = search.get("sampler", "nsga2")
     if sampler not in SAMPLERS:
         raise UsageError(f"{where}: search.sampler={sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -292,6 +282,17 @@ def validate(raw: dict, path: str) -> SearchSpace:
     if sampler == "grid":
         space.trials_per_scenario = len(space.grid())
     return space
+
+
+def _section(raw: dict, name: str, allowed: set[str], where: str) -> dict:
+    """A top-level mapping (`scenario`, `search`) with only the keys it may have."""
+    block = raw.get(name) or {}
+    if not isinstance(block, dict):
+        raise UsageError(f"{where}: '{name}' must be a mapping with keys {sorted(allowed)}")
+    bad = set(block) - allowed
+    if bad:
+        raise UsageError(f"{where}: unknown key {name}.{sorted(bad)[0]}; allowed: {', '.join(sorted(allowed))}")
+    return block
 
 
 def _wrap(fn, value, where, key):
