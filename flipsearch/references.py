@@ -16,15 +16,17 @@ import io
 import json
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager
 
 import torch
 from torch import nn
 
+from .errors import UsageError
 from .models import build_model
 from .storage import Storage
-from .train import TrainRecipe, fit
+from .train import TrainRecipe, fit, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class ReferenceStore:
         self.storage = storage
         self._lock = lock or self._default_lock
         self._memory: dict[str, dict] = {}
+        # Logits of this store's reference models over data tensors (teacher logits), kept
+        # for the store's life: see `reference_logits`.
+        self.logits: dict[tuple, torch.Tensor] = {}
         self.trained = 0
         self.hits = 0
         self.corrupt = 0
@@ -147,6 +152,7 @@ class ReferenceBuilder:
     old_model_path: str | None = None
     old_model_sha: str | None = None
     status: dict[str, str] = field(default_factory=dict)  # kind -> "hit" | "miss" | "user"
+    keys: dict[str, str] = field(default_factory=dict)  # kind -> content address
     seconds: dict[str, float] = field(default_factory=dict)
 
     def _model(self, num_classes: int, state: dict | None = None, seed: int | None = None) -> nn.Module:
@@ -159,6 +165,7 @@ class ReferenceBuilder:
         t0 = time.perf_counter()
         key = reference_key(kind, {**self.spec, **extra})
         payload, hit = self.store.get_or_build(key, build)
+        self.keys[kind] = key
         self.status[kind] = "hit" if hit else "miss"
         self.seconds[kind] = time.perf_counter() - t0
         return payload
@@ -170,11 +177,19 @@ class ReferenceBuilder:
 
     def m1(self, x_train: torch.Tensor, y_train: torch.Tensor) -> nn.Module:
         if self.old_model_path:
-            state = torch.load(self.old_model_path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(self.old_model_path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - any unreadable or non-weights file
+                raise UsageError(f"cannot load old model {self.old_model_path!r} as a state_dict "
+                                 f"(weights_only): {str(e).splitlines()[0]}") from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
             model = self._model(self.num_old_classes)
-            model.load_state_dict(state)
+            try:
+                model.load_state_dict(state)
+            except (RuntimeError, TypeError, AttributeError) as e:
+                raise UsageError(f"old model {self.old_model_path!r} does not fit model {self.model_name!r} with "
+                                 f"{self.num_old_classes} outputs: {str(e).splitlines()[0]}") from None
             self.status["m1"] = "user"
             return model.eval()
 
@@ -183,7 +198,8 @@ class ReferenceBuilder:
             fit(model, x_train, y_train, self.m1_recipe, seed=self.seed)
             return {"state_dict": _cpu_state(model)}
 
-        return self._model(self.num_old_classes, self._fetch("m1", self.m1_key_spec(), build)["state_dict"]).eval()
+        model = self._model(self.num_old_classes, self._fetch("m1", self.m1_key_spec(), build)["state_dict"])
+        return _register(model.eval(), self.store, self.keys["m1"])
 
     def phi_new(self, x_update: torch.Tensor, y_update: torch.Tensor) -> nn.Module:
         """φ_new: trained from scratch with plain CE on the whole D_update (MPT)."""
@@ -194,7 +210,7 @@ class ReferenceBuilder:
             return {"state_dict": _cpu_state(model)}
 
         payload = self._fetch("phi_new", {"update_recipe": self.update_recipe.as_dict()}, build)
-        return self._model(self.num_classes, payload["state_dict"]).eval()
+        return _register(self._model(self.num_classes, payload["state_dict"]).eval(), self.store, self.keys["phi_new"])
 
     def ce_update(self, m1: nn.Module, x_update: torch.Tensor, y_update: torch.Tensor,
                   new_model: Callable[[str], nn.Module]) -> CEUpdate:
@@ -218,3 +234,48 @@ class ReferenceBuilder:
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- teacher logits
+
+# Reference-model objects handed out by a `ReferenceBuilder` -> (store, content address,
+# weights version at hand-out). Weak: a trial's model object dies with the trial.
+_REFERENCES: "weakref.WeakKeyDictionary[nn.Module, tuple[ReferenceStore, str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _register(model: nn.Module, store: ReferenceStore, key: str) -> nn.Module:
+    _REFERENCES[model] = (store, key, _weights_version(model))
+    return model
+
+
+def _weights_version(model: nn.Module) -> int:
+    """Sum of the in-place version counters of the weights and buffers: it changes when
+    anything writes to them (an optimiser step, `load_state_dict`)."""
+    return sum(t._version for t in (*model.parameters(), *model.buffers()))
+
+
+def _data_key(x: torch.Tensor) -> tuple:
+    """Identifies the rows of `x` and their order: shape, dtype, device and a SHA-256 of a
+    per-row sum over a strided sample of each row (O(N·64), not O(N·D))."""
+    rows = x.reshape(len(x), -1)
+    step = max(1, rows.shape[1] // 64)
+    digest = hashlib.sha256(rows[:, ::step].double().sum(1).cpu().numpy().tobytes()).hexdigest()
+    return tuple(x.shape), str(x.dtype), str(x.device), digest
+
+
+def reference_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`predict_logits(model, x)`, computed once per (reference model, data) and process.
+
+    A reference model's logits over D_update (a teacher's logits) are the same in every
+    trial that loads that model, so for a model handed out by `ReferenceBuilder` (M1, φ_new)
+    they are kept in its store and shared by the later trials of a sweep worker. Any other
+    model, or a reference model whose weights were written to since, is simply evaluated.
+    The result is read-only (an inference tensor)."""
+    entry = _REFERENCES.get(model)
+    if entry is None or entry[2] != _weights_version(model):
+        return predict_logits(model, x)
+    store, key, _ = entry
+    slot = (key, _data_key(x))
+    if slot not in store.logits:
+        store.logits[slot] = predict_logits(model, x)
+    return store.logits[slot]

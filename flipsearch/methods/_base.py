@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from ..train import Batch, FitResult, LossFn, TrainRecipe, fit, predict_logits
+from ..references import reference_logits
+from ..train import Batch, FitResult, LossFn, TrainRecipe, fit
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,10 @@ class UpdateContext:
     _old_logits: torch.Tensor | None = field(default=None, repr=False)
 
     def old_logits(self) -> torch.Tensor:
-        """M1's logits over D_update, computed once and reused by every epoch."""
+        """M1's logits over D_update, computed once and reused by every epoch (and by every
+        later trial of this process that loads the same M1: `reference_logits`)."""
         if self._old_logits is None:
-            self._old_logits = predict_logits(self.old_model, self.x_update)
+            self._old_logits = reference_logits(self.old_model, self.x_update)
         return self._old_logits
 
     def fit(self, model: nn.Module, loss_fn: LossFn, keep_history: int = 0) -> FitResult:
@@ -128,7 +130,7 @@ class Teacher:
 
     def __init__(self, model: nn.Module, cached_logits: torch.Tensor | None, x_all: torch.Tensor):
         self.model = model.eval()
-        self.cached = cached_logits if cached_logits is not None else predict_logits(model, x_all)
+        self.cached = cached_logits if cached_logits is not None else reference_logits(model, x_all)
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         if not batch.augmented:
