@@ -381,3 +381,15 @@ def test_hyperparameters_are_declared_and_validated():
         method.resolve({"particles": 2})
     with pytest.raises(UsageError, match="reduction_rate"):
         method.resolve({"reduction_rate": 0.0})
+
+
+def test_converged_update_localises_on_the_flips_against_m1():
+    """After 10 epochs on digits the last epoch changes no training prediction; the repair
+    then localises on I_neg itself instead of doing nothing."""
+    from flipsearch.trial import TrialConfig, run_trial
+
+    result = run_trial(TrialConfig(method="neurecover", arrangement="exclusive-dev"))
+    info = result.info
+    assert info["n_deg"] >= 1 and info["deg_source"].startswith("negative flips against M1")
+    assert info["localised_total"] > 0
+    assert info["repair_rr_after"] > info["repair_rr_before"]

@@ -32,7 +32,9 @@ Where this differs from the reference toolkit (jst-qaml/eAI-Repair-Toolkit,
 - deg/imp are computed on the update's own training inputs (`train_idx`), the data whose
   predictions the last epoch actually changed; the toolkit computes them on the repair
   inputs (I_neg ∪ I_pos). Keeping the repair split out of localisation leaves it for the
-  search alone.
+  search alone. A converged update may have changed no training prediction in its last
+  epoch (digits, 10 epochs); then deg = I_neg, the negative flips against M1 that the
+  repair must undo (`info["deg_source"]` says which).
 - "outputs" in the gradient impact are logits: the toolkit's Keras models end in a softmax,
   whose outputs sum to 1, so that gradient is numerically zero there.
 - Δ and FI shares are normalised over the head's Linear weight matrices only (the toolkit
@@ -433,6 +435,12 @@ class NeuRecover(UpdateMethod):
         prev.eval()
         x_deg, x_imp = history_split(scope, prev, ctx.x_update, ctx.y_update, ref.train_idx.to(device))
         del prev
+        info["deg_source"] = "last epoch"
+        if len(x_deg) == 0:
+            # A converged update changed no prediction in its last epoch; the regressions to
+            # undo are then the negative flips against M1 themselves.
+            x_deg = h_rep[neg_idx]
+            info["deg_source"] = "negative flips against M1 (no input degraded in the last epoch)"
         deltas = {p: (ref.history[-1][scope.names[p]] - ref.history[-2][scope.names[p]]).to(device)
                   for p in scope.linear_positions}
         loc = localise(scope.layers, scope.names, x_deg, x_imp, deltas, hp["reduction_rate"])
@@ -440,7 +448,7 @@ class NeuRecover(UpdateMethod):
                     localised_budget=dict(loc.budget), localised_total=loc.total,
                     seconds_localise=time.perf_counter() - t0)
         if loc.total == 0:
-            why = "no training input degraded in the last epoch" if len(x_deg) == 0 else \
+            why = "no input to localise on" if len(x_deg) == 0 else \
                 "the localisation budget or intersection was empty"
             return unchanged(f"no weight localised ({why}): M2 returned unchanged")
 
