@@ -388,7 +388,7 @@ def test_converged_update_localises_on_the_flips_against_m1():
     then localises on I_neg itself instead of doing nothing."""
     from flipsearch.trial import TrialConfig, run_trial
 
-    result = run_trial(TrialConfig(method="neurecover", arrangement="exclusive-dev"))
+    result = run_trial(TrialConfig(method="neurecover", arrangement="exclusive-op", seed=0))
     info = result.info
     assert info["n_deg"] >= 1 and info["deg_source"].startswith("negative flips against M1")
     assert info["localised_total"] > 0
