@@ -60,6 +60,9 @@ class ReferenceStore:
         # Logits of this store's reference models over data tensors (teacher logits), kept
         # for the store's life: see `reference_logits`.
         self.logits: dict[tuple, torch.Tensor] = {}
+        # Other per-process results derived from its reference models (e.g. NeuRecover's
+        # localisation inputs): see `reference_derived`.
+        self.derived: dict[tuple, Any] = {}
         self.trained = 0
         self.hits = 0
         self.corrupt = 0
@@ -228,7 +231,8 @@ class ReferenceBuilder:
         extra = {"update_recipe": self.update_recipe.as_dict(), "repair_fraction": REPAIR_FRACTION,
                  **self.m1_key_spec()}
         payload = self._fetch("ce_update", extra, build)
-        model = self._model(self.num_classes, payload["state_dict"]).eval()
+        model = _register(self._model(self.num_classes, payload["state_dict"]).eval(), self.store,
+                          self.keys["ce_update"])
         return CEUpdate(model, payload["history"], repair_idx.to(x_update.device), train_idx.to(x_update.device))
 
 
@@ -279,3 +283,24 @@ def reference_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if slot not in store.logits:
         store.logits[slot] = predict_logits(model, x)
     return store.logits[slot]
+
+
+def reference_derived(name: str, models: tuple[nn.Module, ...], data: tuple[torch.Tensor, ...],
+                      build: Callable[[], Any]) -> tuple[Any, str]:
+    """`build()`, computed once per (name, reference models, data) and process.
+
+    For results that depend only on reference models handed out by one `ReferenceBuilder`
+    store and on data tensors (not on a trial's hyperparameters), like `reference_logits`.
+    Returns (value, status): "hit" (reused), "miss" (built and kept) or "off" (built, not
+    kept: a model is not such a reference, is from another store, or its weights were
+    written to since). The caller must not modify the value."""
+    entries = [_REFERENCES.get(m) for m in models]
+    if any(e is None or e[2] != _weights_version(m) for e, m in zip(entries, models)) \
+            or any(e[0] is not entries[0][0] for e in entries):
+        return build(), "off"
+    store = entries[0][0]
+    slot = (name, *(e[1] for e in entries), *(_data_key(x) for x in data))
+    if slot in store.derived:
+        return store.derived[slot], "hit"
+    store.derived[slot] = value = build()
+    return value, "miss"

@@ -393,3 +393,69 @@ def test_converged_update_localises_on_the_flips_against_m1():
     assert info["n_deg"] >= 1 and info["deg_source"].startswith("negative flips against M1")
     assert info["localised_total"] > 0
     assert info["repair_rr_after"] > info["repair_rr_before"]
+
+
+# --------------------------------------------------------------------------- per-reference cache
+
+
+def _result(out):
+    """A repair's weights and info without the timings and the cache status."""
+    skip = {"seconds", "seconds_localise", "seconds_search", "cache"}
+    return out.model.state_dict(), {k: v for k, v in out.info.items() if k not in skip}
+
+
+def _same(a, b):
+    (wa, ia), (wb, ib) = _result(a), _result(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert ia == ib
+
+
+def test_trials_sharing_a_reference_reuse_its_preparation_bit_identically(digits_update, monkeypatch):
+    from flipsearch.references import ReferenceStore, _register
+
+    ref, m1, xu, yu = digits_update
+    store = ReferenceStore()
+    # Copies registered as a store's reference models, as `ReferenceBuilder` hands them out
+    # (the fixture's own models stay unregistered for the other tests).
+    m2c = _register(copy.deepcopy(ref.model), store, "ce_update-test")
+    m1c = _register(copy.deepcopy(m1), store, "m1-test")
+    shared = types.SimpleNamespace(model=m2c, history=ref.history, repair_idx=ref.repair_idx,
+                                   train_idx=ref.train_idx)
+    passes = {"prepare": 0, "collect": 0, "history": 0, "impacts": 0}
+    for name, attr in (("prepare", "prepare"), ("collect", "_collect"), ("history", "history_split"),
+                       ("impacts", "impacts")):
+        def counted(*a, _f=getattr(nr, attr), _n=name, **k):
+            passes[_n] += 1
+            return _f(*a, **k)
+        monkeypatch.setattr(nr, attr, counted)
+
+    method = get_method("neurecover")
+    hp1 = method.resolve({"reduction_rate": 0.1, "particles": 16, "iterations": 6})
+    hp2 = method.resolve({"reduction_rate": 0.3, "particles": 24, "iterations": 5, "resample": "once"})
+    first = method.update(_ctx(shared, m1c, xu, yu, seed=2), hp1)
+    assert first.info["cache"] == "miss" and first.info["localised_total"] > 0
+    assert passes == {"prepare": 1, "collect": 1, "history": 1, "impacts": 2}
+
+    # A later trial with other hyperparameters on the same reference models (new objects
+    # each trial, as a sweep loads them): no forward pass of the preparation again.
+    m2d = _register(copy.deepcopy(ref.model), store, "ce_update-test")
+    m1d = _register(copy.deepcopy(m1), store, "m1-test")
+    again = types.SimpleNamespace(**{**vars(shared), "model": m2d})
+    hit = method.update(_ctx(again, m1d, xu, yu, seed=5), hp2)
+    assert hit.info["cache"] == "hit"
+    assert passes == {"prepare": 1, "collect": 1, "history": 1, "impacts": 2}
+    assert hit.info["localised_budget"] != first.info["localised_budget"]  # other rate, other budget
+
+    # Exactly what a fresh computation gives: with the cache cleared, and without a store.
+    store.derived.clear()
+    fresh = method.update(_ctx(again, m1d, xu, yu, seed=5), hp2)
+    assert fresh.info["cache"] == "miss" and passes["prepare"] == 2
+    _same(hit, fresh)
+    plain = method.update(_ctx(ref, m1, xu, yu, seed=5), hp2)
+    assert plain.info["cache"] == "off"
+    _same(hit, plain)
+
+    # M2's weights written to since it was handed out: not served from the cache.
+    with torch.no_grad():
+        m2d.head[0].weight.mul_(1.0)
+    assert method.update(_ctx(again, m1d, xu, yu, seed=5), hp2).info["cache"] == "off"

@@ -50,6 +50,12 @@ is run once, and every particle is scored in one batched pass (`PatchedHead`), w
 edited layer adds Σ_k δ_k · x[:, i_k] to output column j_k of its unedited output. A model
 that is not a `FlipNet` has only its last `nn.Linear` repaired (its input captured by a
 forward hook); `info["scope"]` says which.
+
+Everything before the budgets (steps 1-2: the forward passes over the repair split and the
+training inputs, Δ, the impacts and their top-k orders, `prepare`) depends on M1, M2 and
+D_update only, not on the hyperparameters; for reference models from a `ReferenceStore`
+it is computed once per process and reused by later trials (`references.reference_derived`,
+`info["cache"]`), so a sweep's trial pays for the budget selection and the search only.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
+from ..references import reference_derived
 from ..train import predict_logits
 from . import _swarm
 from ._base import HParam, UpdateMethod, UpdateResult
@@ -220,12 +227,17 @@ def impacts(layers: list[nn.Module], positions: list[int], x: torch.Tensor) -> t
     return grad, fwd
 
 
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask of the k largest entries (ties broken by position, deterministically)."""
-    flat = scores.flatten()
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[torch.argsort(flat, descending=True, stable=True)[:k]] = True
-    return mask.view_as(scores)
+def _order(scores: torch.Tensor) -> torch.Tensor:
+    """Flat positions of `scores` from largest to smallest (ties by position, deterministically):
+    the top k are its first k entries, for every k."""
+    return torch.argsort(scores.flatten(), descending=True, stable=True)
+
+
+def _first(order: torch.Tensor, k: int, shape: torch.Size) -> torch.Tensor:
+    """Mask of `shape` of the first k flat positions of `order`."""
+    mask = torch.zeros(len(order), dtype=torch.bool, device=order.device)
+    mask[order[:k]] = True
+    return mask.view(shape)
 
 
 def _shares(values: dict[int, float]) -> dict[int, float]:
@@ -233,35 +245,72 @@ def _shares(values: dict[int, float]) -> dict[int, float]:
     return {p: (v / total if total > 0 else 0.0) for p, v in values.items()}
 
 
-def localise(layers: list[nn.Module], names: list[str | None], x_deg: torch.Tensor, x_imp: torch.Tensor,
-             deltas: dict[int, torch.Tensor], reduction_rate: float) -> Localisation:
-    """Choose the weights to repair (module docstring, step 2).
+@dataclass
+class LayerScores:
+    """What the localisation knows of one Linear before its budget: its suspiciousness
+    susp_l and, when susp_l > 0, the descending orders of FI_deg, G_deg, |Δ| (and of FI_imp,
+    G_imp when there are imp inputs). Independent of `reduction_rate`."""
 
-    `layers`/`names` as in `Scope` (weights of M_N); `x_deg`, `x_imp` the head inputs of
-    the deg and imp samples under M_N; `deltas[p]` = W_N − W_{N−1} of the Linear at p.
-    """
+    pos: int
+    name: str
+    shape: torch.Size  # of the weight matrix
+    susp: float
+    orders: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def score(layers: list[nn.Module], names: list[str | None], x_deg: torch.Tensor, x_imp: torch.Tensor,
+          deltas: dict[int, torch.Tensor]) -> list[LayerScores]:
+    """Everything of `localise` before the budgets: impacts, shares, susp_l and top-k orders."""
     positions = [p for p, n in enumerate(names) if n is not None]
-    out = Localisation()
     deg = impacts(layers, positions, x_deg)
     imp = impacts(layers, positions, x_imp)
     d_share = _shares({p: float(deltas[p].abs().mean()) for p in positions})
     f_deg = _shares({p: float(deg[1][p].mean()) for p in positions}) if deg else {p: 0.0 for p in positions}
     f_imp = _shares({p: float(imp[1][p].mean()) for p in positions}) if imp else {p: 0.0 for p in positions}
+    out = []
     for p in positions:
         susp = f_deg[p] / (f_deg[p] + f_imp[p]) * d_share[p] if f_deg[p] > 0 else 0.0
-        n = layers[p].weight.numel()
-        k = min(n, round(n * susp * reduction_rate))
-        out.budget[names[p]] = k
-        chosen = torch.zeros_like(layers[p].weight, dtype=torch.bool)
-        if k > 0:
-            chosen = _top(deg[1][p], k) & _top(deg[0][p], k) & _top(deltas[p].abs(), k)
+        layer = LayerScores(p, names[p], layers[p].weight.shape, susp)
+        if susp > 0:  # else k_l = 0 at every rate
+            layer.orders = {"fi_deg": _order(deg[1][p]), "g_deg": _order(deg[0][p]),
+                            "delta": _order(deltas[p].abs())}
             if imp is not None:
-                chosen &= ~(_top(imp[1][p], k) & _top(imp[0][p], k))
-        rows, cols = torch.nonzero(chosen, as_tuple=True)
-        out.counts[names[p]] = len(rows)
-        if len(rows):
-            out.targets.append(Target(p, names[p], rows, cols))
+                layer.orders.update(fi_imp=_order(imp[1][p]), g_imp=_order(imp[0][p]))
+        out.append(layer)
     return out
+
+
+def select(scores: list[LayerScores], reduction_rate: float) -> Localisation:
+    """The budgets k_l = round(n_l · susp_l · rate) and the chosen weights of each layer:
+    (top_k FI_deg ∩ top_k G_deg ∩ top_k Δ) − (top_k FI_imp ∩ top_k G_imp)."""
+    out = Localisation()
+    for s in scores:
+        n = s.shape.numel()
+        k = min(n, round(n * s.susp * reduction_rate))
+        out.budget[s.name] = k
+        if k > 0:
+            o = s.orders
+            chosen = _first(o["fi_deg"], k, s.shape) & _first(o["g_deg"], k, s.shape) \
+                & _first(o["delta"], k, s.shape)
+            if "fi_imp" in o:
+                chosen &= ~(_first(o["fi_imp"], k, s.shape) & _first(o["g_imp"], k, s.shape))
+        else:
+            chosen = torch.zeros(s.shape, dtype=torch.bool)
+        rows, cols = torch.nonzero(chosen, as_tuple=True)
+        out.counts[s.name] = len(rows)
+        if len(rows):
+            out.targets.append(Target(s.pos, s.name, rows, cols))
+    return out
+
+
+def localise(layers: list[nn.Module], names: list[str | None], x_deg: torch.Tensor, x_imp: torch.Tensor,
+             deltas: dict[int, torch.Tensor], reduction_rate: float) -> Localisation:
+    """Choose the weights to repair (module docstring, step 2): `select(score(...), rate)`.
+
+    `layers`/`names` as in `Scope` (weights of M_N); `x_deg`, `x_imp` the head inputs of
+    the deg and imp samples under M_N; `deltas[p]` = W_N − W_{N−1} of the Linear at p.
+    """
+    return select(score(layers, names, x_deg, x_imp, deltas), reduction_rate)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -382,6 +431,58 @@ def _rate(ok: torch.Tensor) -> float:
     return float(ok.float().mean()) if len(ok) else float("nan")
 
 
+@dataclass
+class Prepared:
+    """A repair's hyperparameter-independent part: the repair split's labels `y_rep`, head
+    inputs `h_rep` under M2, I_neg and I_pos (positions in the split), the rates before, and
+    the localisation scores (None when I_neg is empty). Shared by trials: read-only."""
+
+    y_rep: torch.Tensor
+    h_rep: torch.Tensor
+    neg_idx: torch.Tensor
+    pos_idx: torch.Tensor
+    rr_before: float
+    br_before: float
+    scores: list[LayerScores] | None = None
+    n_deg: int = 0
+    n_imp: int = 0
+    deg_source: str = ""
+
+
+def prepare(scope: Scope, ref, m1: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> Prepared:
+    """Steps 1 and 2 of the module docstring up to the budgets, for M2 = `ref.model` (with
+    `ref.history`, `ref.repair_idx`, `ref.train_idx`), M1 = `m1` and D_update = (x, y)."""
+    # 1. repair inputs
+    repair_idx = ref.repair_idx.to(device)
+    y_rep = y[repair_idx]
+    old_ok = predict_logits(m1, x[repair_idx]).argmax(1) == y_rep
+    h_rep, z_rep = _collect(scope, x, repair_idx)
+    new_ok = z_rep.argmax(1) == y_rep
+    neg_idx = torch.nonzero(old_ok & ~new_ok).flatten()
+    pos_idx = torch.nonzero(new_ok).flatten()
+    prep = Prepared(y_rep, h_rep, neg_idx, pos_idx, _rate(new_ok[neg_idx]), 1 - _rate(new_ok[pos_idx]))
+    if len(neg_idx) == 0:
+        return prep
+
+    # 2. localisation from the training history, on the update's training inputs
+    prev = copy.deepcopy(ref.model)
+    prev.load_state_dict(ref.history[-2])
+    prev.eval()
+    x_deg, x_imp = history_split(scope, prev, x, y, ref.train_idx.to(device))
+    del prev
+    prep.deg_source = "last epoch"
+    if len(x_deg) == 0:
+        # A converged update changed no prediction in its last epoch; the regressions to
+        # undo are then the negative flips against M1 themselves.
+        x_deg = h_rep[neg_idx]
+        prep.deg_source = "negative flips against M1 (no input degraded in the last epoch)"
+    deltas = {p: (ref.history[-1][scope.names[p]] - ref.history[-2][scope.names[p]]).to(device)
+              for p in scope.linear_positions}
+    prep.scores = score(scope.layers, scope.names, x_deg, x_imp, deltas)
+    prep.n_deg, prep.n_imp = len(x_deg), len(x_imp)
+    return prep
+
+
 class NeuRecover(UpdateMethod):
     name = "neurecover"
     summary = "repair M2 (the CE update) by searching a few localised head weights to win back its flips"
@@ -390,7 +491,11 @@ class NeuRecover(UpdateMethod):
 
     def update(self, ctx, hp):
         """Repair the "ce_update" reference M2 (module docstring); returns a new module and
-        the repair facts in `info`. M2 itself is never modified."""
+        the repair facts in `info`. M2 itself is never modified.
+
+        Steps 1-2 up to the budgets (`prepare`) depend only on M1, M2 with its history and
+        D_update, so when M1 and M2 are reference models of one store they are computed once
+        per process and reused by later trials (`info["cache"]`: "hit", "miss" or "off")."""
         t0 = time.perf_counter()
         ref = ctx.reference("ce_update")
         m2 = ref.model
@@ -405,20 +510,17 @@ class NeuRecover(UpdateMethod):
                 "improvements": 0, "fitness_before": float("nan"), "best_fitness": float("nan"),
                 "repair_rr_before": float("nan"), "repair_rr_after": float("nan"),
                 "repair_br_before": float("nan"), "repair_br_after": float("nan"),
-                "seconds_localise": 0.0, "seconds_search": 0.0, "seconds": 0.0, "note": ""}
+                "seconds_localise": 0.0, "seconds_search": 0.0, "seconds": 0.0, "note": "", "cache": "off"}
         if scope.kind == "last_linear":
             info["note"] = f"model is not a FlipNet: only its last nn.Linear ({scope.names[0]}) is repaired"
 
-        # 1. repair inputs
-        repair_idx = ref.repair_idx.to(device)
-        y_rep = ctx.y_update[repair_idx]
-        old_ok = predict_logits(ctx.old_model, ctx.x_update[repair_idx]).argmax(1) == y_rep
-        h_rep, z_rep = _collect(scope, ctx.x_update, repair_idx)
-        new_ok = z_rep.argmax(1) == y_rep
-        neg_idx = torch.nonzero(old_ok & ~new_ok).flatten()
-        pos_idx = torch.nonzero(new_ok).flatten()
-        info.update(n_neg=len(neg_idx), n_pos=len(pos_idx),
-                    repair_rr_before=_rate(new_ok[neg_idx]), repair_br_before=1 - _rate(new_ok[pos_idx]))
+        # 1.-2. repair inputs and localisation scores, per (M1, M2, D_update)
+        prep, info["cache"] = reference_derived(
+            "neurecover", (m2, ctx.old_model), (ctx.x_update, ctx.y_update),
+            lambda: prepare(scope, ref, ctx.old_model, ctx.x_update, ctx.y_update, device))
+        y_rep, neg_idx, pos_idx, h_rep = prep.y_rep, prep.neg_idx, prep.pos_idx, prep.h_rep
+        info.update(n_neg=len(neg_idx), n_pos=len(pos_idx), repair_rr_before=prep.rr_before,
+                    repair_br_before=prep.br_before)
 
         def unchanged(note: str) -> UpdateResult:
             info.update(repair_rr_after=info["repair_rr_before"], repair_br_after=info["repair_br_before"],
@@ -429,26 +531,12 @@ class NeuRecover(UpdateMethod):
         if len(neg_idx) == 0:
             return unchanged("no negative flips on the repair split: M2 returned unchanged")
 
-        # 2. localisation from the training history, on the update's training inputs
-        prev = copy.deepcopy(m2)
-        prev.load_state_dict(ref.history[-2])
-        prev.eval()
-        x_deg, x_imp = history_split(scope, prev, ctx.x_update, ctx.y_update, ref.train_idx.to(device))
-        del prev
-        info["deg_source"] = "last epoch"
-        if len(x_deg) == 0:
-            # A converged update changed no prediction in its last epoch; the regressions to
-            # undo are then the negative flips against M1 themselves.
-            x_deg = h_rep[neg_idx]
-            info["deg_source"] = "negative flips against M1 (no input degraded in the last epoch)"
-        deltas = {p: (ref.history[-1][scope.names[p]] - ref.history[-2][scope.names[p]]).to(device)
-                  for p in scope.linear_positions}
-        loc = localise(scope.layers, scope.names, x_deg, x_imp, deltas, hp["reduction_rate"])
-        info.update(n_deg=len(x_deg), n_imp=len(x_imp), localised=dict(loc.counts),
+        loc = select(prep.scores, hp["reduction_rate"])
+        info.update(n_deg=prep.n_deg, n_imp=prep.n_imp, deg_source=prep.deg_source, localised=dict(loc.counts),
                     localised_budget=dict(loc.budget), localised_total=loc.total,
                     seconds_localise=time.perf_counter() - t0)
         if loc.total == 0:
-            why = "no input to localise on" if len(x_deg) == 0 else \
+            why = "no input to localise on" if prep.n_deg == 0 else \
                 "the localisation budget or intersection was empty"
             return unchanged(f"no weight localised ({why}): M2 returned unchanged")
 
@@ -486,7 +574,7 @@ class NeuRecover(UpdateMethod):
         # repair-split figures: fitness over all of I_neg and I_pos, rates from the real model
         rows = torch.cat([neg_idx, pos_idx])
         full = head.fitness(torch.stack([head.original, res.best.to(device)]), rows, y_rep[rows], n_neg, alpha)
-        after_ok = predict_logits(repaired, ctx.x_update[repair_idx]).argmax(1) == y_rep
+        after_ok = predict_logits(repaired, ctx.x_update[ref.repair_idx.to(device)]).argmax(1) == y_rep
         info.update(iterations=res.iterations, improvements=res.improvements,
                     fitness_before=float(full.value[0]), best_fitness=float(full.value[1]),
                     repair_rr_after=_rate(after_ok[neg_idx]), repair_br_after=1 - _rate(after_ok[pos_idx]),
