@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from .arrangements import Scenario, explicit_scenario, make_scenario
+from .arrangements import Scenario, describe, explicit_scenario, make_scenario
 from .data import Dataset, load_dataset
 from .data._base import subsample
 from .errors import DivergedError, UsageError
@@ -102,6 +102,7 @@ class TrialResult:
     references: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
+    model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
 
     def to_json(self) -> dict:
         m1, upd = self.config.recipes()
@@ -231,11 +232,9 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
             old_class_mask=scenario.old_class_test_mask if n_old < n_all else None,
             critical_mask=critical_test_mask(cfg, scenario.y_test))
         timings["eval"] = time.perf_counter() - t
-        result.model = updated.model  # type: ignore[attr-defined]  (for callers that save M2)
+        result.model = updated.model
     except DivergedError as e:
         result.status, result.error = "diverged", str(e)
-    from .arrangements import describe
-
     result.scenario = {k: v for k, v in describe(scenario).items() if k not in ("per_class", "class_names")}
     timings["total"] = time.perf_counter() - t_start
     return result
