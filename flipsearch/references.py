@@ -125,17 +125,10 @@ class CEUpdate:
 
 def repair_split(y: torch.Tensor, seed: int, fraction: float = REPAIR_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
     """Stratified (repair_idx, train_idx) over D_update's labels, deterministic from seed."""
-    gen = torch.Generator().manual_seed(seed + 7919)
-    y = y.cpu()
-    repair = []
-    for c in torch.unique(y):
-        members = torch.nonzero(y == c).flatten()
-        members = members[torch.randperm(len(members), generator=gen)]
-        repair.append(members[: int(round(len(members) * fraction))])
-    repair_idx = torch.sort(torch.cat(repair)).values
-    mask = torch.ones(len(y), dtype=torch.bool)
-    mask[repair_idx] = False
-    return repair_idx, torch.nonzero(mask).flatten()
+    from .data import stratified_holdout
+
+    train_idx, repair_idx = stratified_holdout(y.cpu().numpy(), fraction, seed + 7919)
+    return torch.from_numpy(repair_idx), torch.from_numpy(train_idx)
 
 
 @dataclass

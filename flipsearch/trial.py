@@ -15,8 +15,7 @@ from typing import Any, Callable
 import torch
 
 from .arrangements import Scenario, describe, explicit_scenario, make_scenario
-from .data import Dataset, load_dataset
-from .data._base import subsample
+from .data import Dataset, load_dataset, subsample
 from .errors import DivergedError, UsageError
 from .methods import UpdateContext, get_method
 from .metrics import compute_metrics

@@ -383,14 +383,22 @@ def test_hyperparameters_are_declared_and_validated():
         method.resolve({"reduction_rate": 0.0})
 
 
-def test_converged_update_localises_on_the_flips_against_m1():
-    """After 10 epochs on digits the last epoch changes no training prediction; the repair
-    then localises on I_neg itself instead of doing nothing."""
-    from flipsearch.trial import TrialConfig, run_trial
+def test_converged_update_localises_on_the_flips_against_m1(digits_update, monkeypatch):
+    """When the last epoch degraded no training input (a converged update), the repair
+    localises on I_neg itself instead of doing nothing."""
+    import flipsearch.methods.neurecover as nr
 
-    result = run_trial(TrialConfig(method="neurecover", arrangement="exclusive-op", seed=0))
-    info = result.info
-    assert info["n_deg"] >= 1 and info["deg_source"].startswith("negative flips against M1")
+    real = nr.history_split
+
+    def nothing_degraded(*args, **kwargs):
+        x_deg, x_imp = real(*args, **kwargs)
+        return x_deg[:0], x_imp
+
+    monkeypatch.setattr(nr, "history_split", nothing_degraded)
+    ref, m1, xu, yu = digits_update
+    info = get_method("neurecover").update(_ctx(ref, m1, xu, yu), get_method("neurecover").resolve({})).info
+    assert info["deg_source"].startswith("negative flips against M1")
+    assert info["n_deg"] == info["n_neg"] >= 3
     assert info["localised_total"] > 0
     assert info["repair_rr_after"] > info["repair_rr_before"]
 

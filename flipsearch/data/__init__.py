@@ -23,7 +23,7 @@ from .torchvision_sets import (TORCHVISION_SETS, default_data_root, fashion_mnis
                                load_torchvision_dataset)
 from .user import load_arrays, load_imagefolder
 
-__all__ = ["Dataset", "from_uint8", "load_dataset", "DATASETS", "clear_cache",
+__all__ = ["Dataset", "from_uint8", "load_dataset", "subsample", "DATASETS", "clear_cache",
            "stratified_subset", "stratified_holdout", "class_quotas", "round_half_up"]
 
 DATASETS: dict[str, str] = {
@@ -80,3 +80,23 @@ def load_dataset(spec: str, data_root: str | os.PathLike | None = None,
         _CACHE[key] = (load_digits_dataset() if name == "digits"
                        else load_torchvision_dataset(name, root, download))
     return _CACHE[key]
+
+
+def subsample(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
+    """A stratified `fraction` of the training pool and of the test set (fixed seed), for
+    running a paper-scale preset at laptop scale (`scale:` in a search space)."""
+    if fraction >= 1.0:
+        return dataset
+    if not 0 < fraction < 1:
+        raise ValueError(f"subset fraction must be in (0, 1], got {fraction}")
+    import numpy as np
+    import torch
+
+    def pick(y):
+        labels = y.cpu().numpy()
+        idx = stratified_subset(labels, max(1, round_half_up(fraction * labels.size)), np.random.RandomState(seed))
+        return torch.from_numpy(idx).to(y.device)
+
+    tr, te = pick(dataset.y_train), pick(dataset.y_test)
+    return Dataset(dataset.name, dataset.x_train[tr], dataset.y_train[tr], dataset.x_test[te],
+                   dataset.y_test[te], dataset.num_classes, dataset.class_names)

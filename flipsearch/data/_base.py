@@ -66,24 +66,3 @@ def _as_nchw(x: np.ndarray, channels_last: bool | None) -> np.ndarray:
         channels_last = x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if channels_last else x)
 
-
-def subsample(dataset: Dataset, fraction: float, seed: int = 0) -> Dataset:
-    """A stratified `fraction` of the training pool and of the test set (fixed seed), for
-    running a paper-scale preset at laptop scale (`scale:` in a search space)."""
-    if fraction >= 1.0:
-        return dataset
-    if not 0 < fraction < 1:
-        raise ValueError(f"subset fraction must be in (0, 1], got {fraction}")
-    gen = torch.Generator().manual_seed(seed)
-
-    def pick(y: torch.Tensor) -> torch.Tensor:
-        keep = []
-        for c in torch.unique(y):
-            members = torch.nonzero(y == c).flatten()
-            members = members[torch.randperm(len(members), generator=gen)]
-            keep.append(members[: max(1, int(round(len(members) * fraction)))])
-        return torch.sort(torch.cat(keep)).values
-
-    tr, te = pick(dataset.y_train.cpu()), pick(dataset.y_test.cpu())
-    return Dataset(f"{dataset.name}", dataset.x_train[tr], dataset.y_train[tr], dataset.x_test[te],
-                   dataset.y_test[te], dataset.num_classes, dataset.class_names)
