@@ -339,8 +339,6 @@ def main(argv: list[str] | None = None) -> None:
         first = str(e).splitlines()[0] if str(e) else ""
         click.echo(f"flipsearch: error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
-    except SystemExit:
-        raise
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from .space import SearchSpace
@@ -64,7 +65,7 @@ class FlipSearcher(Searcher):
                        status="failed", error="the trial's worker process died on every attempt",
                        finished_at=time.time())
         else:  # stopped before it reported (Ctrl-C): no row, rerun it on --resume
-            self.book.studies[key].tell(ot, state=_fail_state())
+            self.book.studies[key].tell(ot, state=TrialState.FAIL)
             self.book.studies[key].enqueue_trial(ot.params)
             self.book.sync()
             self.counts["interrupted"] += 1
@@ -83,8 +84,3 @@ class FlipSearcher(Searcher):
               f"diverged {self.counts['diverged']}  front sizes {fronts}  {time.time() - self.t0:.0f}s",
               file=sys.stderr, flush=True)
 
-
-def _fail_state():
-    from optuna.trial import TrialState
-
-    return TrialState.FAIL
