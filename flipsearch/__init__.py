@@ -1,15 +1,21 @@
 """flipsearch: search for the model update that keeps what the old model got right.
 
-The public API, re-exported from the modules that define it:
+The public API (see `flipsearch.api` and the README):
 
-- `run_trial(TrialConfig)`: one update trial (M1 -> M2) with every flip metric;
-- `compute_metrics(...)`: NFR, BR, BTC, BEC, ... from labels and two models' predictions;
-- `load_dataset`, `make_scenario`: data and its arrangement into D_train / D_update / test;
-- `get_method`, `methods`: update methods and their hyperparameter schemas.
+- `TrialConfig`, `run_trial(config)`: one update trial (M1 -> M2) with every flip metric,
+  on the validation split and the test set;
+- `sweep(space, out=..., **options)`: a Ray Tune + Optuna multi-objective sweep;
+- `read_results(out)`: its rows as a DataFrame; `build_report(out)`: fronts, tables, plots;
+- `compare(old, new, dataset=...)`: a flip audit of any two models;
+- `list_methods()`: the update methods and their hyperparameters;
+- `compute_metrics(...)`: NFR, BR, BTC, BEC, ... from labels and two models' predictions.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from .api import TrialConfig, TrialResult, build_report, list_methods, read_results, run_trial, sweep  # noqa: E402
 from .errors import FlipsearchError, UsageError  # noqa: E402
+from .metrics import compute_metrics  # noqa: E402
 
-__all__ = ["FlipsearchError", "UsageError", "__version__"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "list_methods",
+           "compute_metrics", "FlipsearchError", "UsageError", "__version__"]

@@ -15,6 +15,14 @@ the +1s going to the largest remainders so the total is exact. Which samples a c
 is drawn from `numpy.random.RandomState(seed)`, never the global RNG, so a seed fixes the
 split. In `class-incremental`, D_train = every pool sample of an old class and D_update =
 the whole pool (all C classes): there is no random choice, the seed only names the scenario.
+
+Validation split: before the arrangement splits the pool, a stratified validation split of
+`val_fraction` × |D_update| samples (default 10 %, at least one) is drawn from the pool with
+`RandomState(seed + 104729)` and set aside; the ratios above then hold exactly on the rest.
+So no model — M1, φ_new, the CE update, any update — ever trains on it, and NeuRecover's
+repair split (drawn from D_update) never contains it. It is stratified over all classes,
+so in class-incremental it keeps the old/new class mix. The search (objectives, constraints, fronts, early stopping) reads validation
+metrics only; the test set is only reported.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ _RATIOS: dict[str, tuple[float, bool]] = {
     "inclusive-1-5": (1 / 5, False),
     "inclusive-4-5": (4 / 5, False),
 }
+SPLITS = ("train", "update", "val", "test")
+VAL_SEED_OFFSET = 104729
 NOMINAL_RATIO = {"exclusive-op": "1:4", "exclusive-dev": "4:1", "inclusive-1-5": "1:5",
                  "inclusive-4-5": "4:5"}
 
@@ -51,8 +61,9 @@ NOMINAL_RATIO = {"exclusive-op": "1:4", "exclusive-dev": "4:1", "inclusive-1-5":
 class Scenario:
     """A dataset plus the index sets of D_train and D_update into its training pool.
 
-    `train_idx` and `update_idx` are sorted int64 tensors into `dataset.x_train`. M1 has
-    `num_old_classes` outputs (the classes 0..num_old_classes−1); M2 has `num_classes`.
+    `train_idx`, `update_idx` and `val_idx` are sorted int64 tensors into
+    `dataset.x_train`; `val_idx` is disjoint from the other two. M1 has `num_old_classes`
+    outputs (the classes 0..num_old_classes−1); M2 has `num_classes`.
     """
 
     dataset: Dataset
@@ -61,6 +72,7 @@ class Scenario:
     train_idx: torch.Tensor
     update_idx: torch.Tensor
     num_old_classes: int
+    val_idx: torch.Tensor = torch.zeros(0, dtype=torch.int64)
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +98,14 @@ class Scenario:
     def y_update(self) -> torch.Tensor:
         return self._take(self.dataset.y_train, self.update_idx)
 
+    @cached_property
+    def x_val(self) -> torch.Tensor:
+        return self.dataset.x_train[self.val_idx]
+
+    @cached_property
+    def y_val(self) -> torch.Tensor:
+        return self.dataset.y_train[self.val_idx]
+
     @property
     def x_test(self) -> torch.Tensor:
         return self.dataset.x_test
@@ -99,9 +119,15 @@ class Scenario:
         """Bool over the test set: the sample's class is one M1 knows (label < num_old_classes)."""
         return self.dataset.y_test < self.num_old_classes
 
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of a split by name: train, update, val or test."""
+        if name not in SPLITS:
+            raise UsageError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
     def to(self, device: torch.device | str) -> "Scenario":
-        return Scenario(self.dataset.to(device), self.arrangement, self.seed,
-                        self.train_idx.to(device), self.update_idx.to(device), self.num_old_classes)
+        return Scenario(self.dataset.to(device), self.arrangement, self.seed, self.train_idx.to(device),
+                        self.update_idx.to(device), self.num_old_classes, self.val_idx.to(device))
 
 
 def _check_seed(seed: int) -> int:
@@ -111,22 +137,28 @@ def _check_seed(seed: int) -> int:
 
 
 def make_scenario(dataset: Dataset, arrangement: str, seed: int,
-                  old_fraction: float = 0.5) -> Scenario:
-    """Split `dataset`'s training pool by `arrangement` (see the module doc), from `seed`."""
+                  old_fraction: float = 0.5, val_fraction: float = 0.1) -> Scenario:
+    """Split `dataset`'s training pool by `arrangement` (see the module doc), from `seed`,
+    after setting the validation split aside."""
     seed = _check_seed(seed)
-    y = dataset.y_train.detach().cpu().numpy().astype(np.int64)
+    y_all = dataset.y_train.detach().cpu().numpy().astype(np.int64)
+    if arrangement not in ARRANGEMENTS:
+        raise UsageError(f"unknown arrangement {arrangement!r}; known: {', '.join(ARRANGEMENTS)}")
+    update_share = 1 - _RATIOS[arrangement][0] if _RATIOS.get(arrangement, (0, False))[1] else 1.0
+    rest, val = hold_out_validation(y_all, val_fraction * update_share, seed)
+    y = y_all[rest]
     n = y.size
     if arrangement in _RATIOS:
         share, disjoint = _RATIOS[arrangement]
         train = stratified_subset(y, round_half_up(share * n), np.random.RandomState(seed))
         if disjoint:
-            rest = np.ones(n, dtype=bool)
-            rest[train] = False
-            update = np.flatnonzero(rest)
+            keep = np.ones(n, dtype=bool)
+            keep[train] = False
+            update = np.flatnonzero(keep)
         else:
             update = np.arange(n)
         num_old = dataset.num_classes
-    elif arrangement == "class-incremental":
+    else:  # class-incremental
         if not 0.0 < float(old_fraction) < 1.0:
             raise UsageError(f"old_fraction must lie strictly between 0 and 1, got {old_fraction}")
         num_old = round_half_up(float(old_fraction) * dataset.num_classes)
@@ -136,13 +168,43 @@ def make_scenario(dataset: Dataset, arrangement: str, seed: int,
                              "classes are old")
         train = np.flatnonzero(y < num_old)
         update = np.arange(n)
-    else:
-        raise UsageError(f"unknown arrangement {arrangement!r}; known: {', '.join(ARRANGEMENTS)}")
     as_idx = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
-    return Scenario(dataset, arrangement, seed, as_idx(train), as_idx(update), int(num_old))
+    scenario = Scenario(dataset, arrangement, seed, as_idx(rest[train]), as_idx(rest[update]), int(num_old),
+                        as_idx(val))
+    check_nonempty(scenario)
+    return scenario
 
 
-def explicit_scenario(train_path: str, update_path: str, test_path: str) -> Scenario:
+def hold_out_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, val): a stratified `fraction` of the indices of `y` (at least one sample when
+    the fraction is positive) set aside as the validation split, from `seed`."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise UsageError(f"val_fraction must be in [0, 1), got {fraction}")
+    if fraction == 0:
+        return np.arange(y.size), np.zeros(0, dtype=np.int64)
+    val = stratified_subset(y, max(1, round_half_up(float(fraction) * y.size)),
+                            np.random.RandomState(seed + VAL_SEED_OFFSET))
+    keep = np.ones(y.size, dtype=bool)
+    keep[val] = False
+    return np.flatnonzero(keep), val
+
+
+def check_nonempty(s: Scenario) -> None:
+    """Refuse a scenario with an empty split or an old class M1 would never see."""
+    for name, idx in (("D_train", s.train_idx), ("D_update", s.update_idx)):
+        if idx.numel() == 0:
+            raise UsageError(f"{s.arrangement}: {name} is empty ({s.dataset.x_train.shape[0]} pool samples); "
+                             "use more data (a larger --scale)")
+    if s.dataset.y_test.numel() == 0:
+        raise UsageError("the test set is empty; use a larger --test-scale")
+    seen = torch.unique(s.dataset.y_train[s.train_idx.cpu()]).numel()
+    if seen < s.num_old_classes:
+        raise UsageError(f"{s.arrangement}: D_train holds only {seen} of M1's {s.num_old_classes} classes; "
+                         "use more data (a larger --scale)")
+
+
+def explicit_scenario(train_path: str, update_path: str, test_path: str, val_path: str | None = None,
+                      val_fraction: float = 0.1) -> Scenario:
     """A scenario from three user files: D_train, D_update and the test set.
 
     Each path is an `.npz` with `x` and `y`, a Parquet file with `label` and `image` or
@@ -150,12 +212,22 @@ def explicit_scenario(train_path: str, update_path: str, test_path: str) -> Scen
     The dataset's pool is D_train followed by D_update, normalised with the pool's
     statistics; arrangement `"explicit"`, seed 0. When D_train covers only the first
     classes (named classes: those in D_train are listed first), M1 gets that many outputs.
+    A `val_path` is the validation split; without one it is carved from D_update.
     """
     from .data.user import load_explicit
 
-    dataset, n_train, n_update, num_old = load_explicit(train_path, update_path, test_path)
-    return Scenario(dataset, "explicit", 0, torch.arange(n_train, dtype=torch.int64),
-                    torch.arange(n_train, n_train + n_update, dtype=torch.int64), num_old)
+    dataset, n_train, n_update, n_val, num_old = load_explicit(train_path, update_path, test_path, val_path)
+    train = np.arange(n_train, dtype=np.int64)
+    update = np.arange(n_train, n_train + n_update, dtype=np.int64)
+    if n_val:
+        val = np.arange(n_train + n_update, n_train + n_update + n_val, dtype=np.int64)
+    else:  # carved from D_update
+        keep, val_local = hold_out_validation(dataset.y_train.numpy()[update], val_fraction, 0)
+        update, val = update[keep], update[val_local]
+    as_idx = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
+    scenario = Scenario(dataset, "explicit", 0, as_idx(train), as_idx(update), num_old, as_idx(val))
+    check_nonempty(scenario)
+    return scenario
 
 
 def describe(scenario: Scenario) -> dict:
@@ -163,7 +235,7 @@ def describe(scenario: Scenario) -> dict:
     c = scenario.num_classes
     counts = lambda y: torch.bincount(y.detach().cpu(), minlength=c).tolist()  # noqa: E731
     train_idx, update_idx = scenario.train_idx.cpu(), scenario.update_idx.cpu()
-    n_train, n_update = train_idx.numel(), update_idx.numel()
+    n_train, n_update, n_val = train_idx.numel(), update_idx.numel(), scenario.val_idx.numel()
     overlap = int(torch.isin(train_idx, update_idx).sum())
     return {
         "dataset": scenario.dataset.name,
@@ -174,11 +246,11 @@ def describe(scenario: Scenario) -> dict:
         "num_old_classes": scenario.num_old_classes,
         "class_names": list(scenario.dataset.class_names),
         "sizes": {"pool": int(scenario.dataset.x_train.shape[0]), "train": n_train,
-                  "update": n_update, "test": int(scenario.y_test.numel()),
+                  "update": n_update, "val": n_val, "test": int(scenario.y_test.numel()),
                   "train_and_update": overlap,
                   "test_old_classes": int(scenario.old_class_test_mask.sum())},
         "nominal_ratio": NOMINAL_RATIO.get(scenario.arrangement),
         "ratio": round(n_train / n_update, 6) if n_update else None,
         "per_class": {"train": counts(scenario.y_train), "update": counts(scenario.y_update),
-                      "test": counts(scenario.y_test)},
+                      "val": counts(scenario.y_val), "test": counts(scenario.y_test)},
     }

@@ -7,6 +7,7 @@ Every error a user can act on is one line on stderr with exit status 2 (bad inpu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -78,31 +79,38 @@ def scenario_options(f):
         click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and the training."),
         click.option("--old-fraction", default=0.5, show_default=True, type=float,
                      help="class-incremental: share of classes M1 knows."),
+        click.option("--val-fraction", default=0.1, show_default=True, type=float,
+                     help="Validation split (what a search selects on), as a share of D_update."),
         click.option("--data-root", default=None, help="Where torchvision datasets live (default ~/.cache/flipsearch/data)."),
         click.option("--download", is_flag=True, help="Download a torchvision dataset that is not on disk."),
-        click.option("--scale", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True, max=1),
-                     help="Use this stratified share of the training pool and the test set."),
+        click.option("--scale", default=1.0, show_default=True, type=float,
+                     help="Use this stratified share of the training pool (the test set keeps --test-scale)."),
+        click.option("--test-scale", default=1.0, show_default=True, type=float,
+                     help="Use this stratified share of the test set."),
         click.option("--train", "train_path", default=None, help="Explicit D_train (.npz or image folder)."),
         click.option("--update", "update_path", default=None, help="Explicit D_update (with --train and --test)."),
         click.option("--test", "test_path", default=None, help="Explicit test set (with --train and --update)."),
+        click.option("--val", "val_path", default=None, help="Explicit validation split (default: carved from D_update)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return f
 
 
-def _explicit(train_path, update_path, test_path):
-    given = [p for p in (train_path, update_path, test_path) if p]
-    if not given:
-        return None
-    if len(given) != 3:
+def _config(**kw):
+    """A `TrialConfig` from the shared scenario options (and trial's own)."""
+    from .config import TrialConfig
+
+    paths = [kw.pop(k) for k in ("train_path", "update_path", "test_path")]
+    given = [p for p in paths if p]
+    if given and len(given) != 3:
         raise UsageError("--train, --update and --test go together: give all three")
-    return (train_path, update_path, test_path)
+    return TrialConfig(explicit=tuple(paths) if given else None, **kw)
 
 
 @cli.command()
 @scenario_options
-@click.option("--method", default="ce", show_default=True, help="ce, bct, fd, mpt, neurecover")
+@click.option("--method", default="ce", show_default=True, help="ce, bct, fd, mpt, neurecover, or module.path:name")
 @click.option("--model", default=None, help="small, cnn8, resnet18 or module.path:factory (default: by dataset).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a method hyperparameter (lambda_c=0.5) or training setting "
@@ -110,19 +118,19 @@ def _explicit(train_path, update_path, test_path):
 @click.option("--critical-classes", default=None, help="Comma-separated class ids that must not flip, e.g. 3,5.")
 @click.option("--critical-mask", default=None, type=click.Path(), help=".npy bool mask over the test set.")
 @click.option("--old-model", default=None, type=click.Path(), help="Your trained M1 (state_dict), instead of training one.")
-@click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here.")
+@click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here (and M1's beside it as *.m1.pt).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (config, metrics, timings).")
-def trial(dataset, arrangement, seed, old_fraction, data_root, download, scale, train_path, update_path, test_path,
-          method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json):
-    """Run one update trial: train M1, update it into M2 with METHOD, report every metric."""
-    from .trial import TrialConfig, run_trial
+def trial(method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json, **scen):
+    """Run one update trial: train M1, update it into M2 with METHOD, report every metric
+    on the validation split (val_*) and the test set."""
+    from .trial import run_trial
 
-    cfg = TrialConfig(dataset=dataset, arrangement=arrangement, method=method, seed=seed, model=model,
-                      old_fraction=old_fraction, critical_classes=_parse_classes(critical_classes),
-                      critical_mask=critical_mask, data_root=data_root, download=download, subset=scale,
-                      old_model=old_model, explicit=_explicit(train_path, update_path, test_path), device=device)
+    cfg = _config(method=method, model=model, critical_classes=_parse_classes(critical_classes),
+                  critical_mask=critical_mask, old_model=old_model, device=device, **scen)
     cfg = cfg.with_settings(_parse_settings(settings))
+    if save_model:
+        _check_writable(save_model)
     show_bar = not as_json and sys.stderr.isatty()
     bar = _progress_bar() if show_bar else None
     try:
@@ -134,12 +142,31 @@ def trial(dataset, arrangement, seed, old_fraction, data_root, download, scale, 
         import torch
 
         torch.save(result.model.state_dict(), save_model)
+        torch.save(result.old_model.state_dict(), _m1_path(save_model))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:
         _print_trial(result)
     if result.status != "ok":
         raise FlipsearchError(f"trial {result.status}: {result.error}")
+
+
+def _m1_path(save_model: str) -> str:
+    root, ext = os.path.splitext(save_model)
+    return f"{root}.m1{ext or '.pt'}"
+
+
+def _check_writable(path: str) -> None:
+    """Refuse an output path before any training, so no result is lost after it."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"--save-model {path!r} is a directory; give a file name")
+    if not os.path.isdir(parent):
+        raise UsageError(f"--save-model {path!r}: directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--save-model {path!r}: directory {parent!r} is not writable")
+    if os.path.exists(path):
+        click.echo(f"flipsearch: note: --save-model overwrites {path}", err=True)
 
 
 class _progress_bar:
@@ -171,10 +198,16 @@ def _print_trial(result) -> None:
     click.echo(f"{c.method} on {c.dataset} / {c.arrangement} (model {c.model_name}, seed {c.seed}): {result.status}")
     if result.hparams:
         click.echo("  hyperparameters: " + ", ".join(f"{k}={v}" for k, v in result.hparams.items()))
+    click.echo(f"  {'metric':<18} {'validation':>10} {'test':>10}")
     for key in ("accuracy_old", "accuracy_new", "accuracy_gain", "accuracy_ratio", "nfr", "pfr", "br", "btc", "bec",
                 "nfr_old_classes", "critical_nfr", "critical_br"):
-        if key in m:
-            click.echo(f"  {key:<18} {m[key]:.4f}")
+        if key in m or f"val_{key}" in m:
+            val, test = m.get(f"val_{key}"), m.get(key)
+            fmt = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+            click.echo(f"  {key:<18} {fmt(val):>10} {fmt(test):>10}")
+    if "n_negative_flips" in m:
+        click.echo(f"  negative flips: {int(m['n_negative_flips'])} of {int(m['n'])} test samples "
+                   f"({int(m.get('val_n_negative_flips', 0))} of {int(m.get('val_n', 0))} validation)")
     click.echo("  references: " + ", ".join(f"{k}={v}" for k, v in result.references.items()))
     click.echo("  seconds: " + ", ".join(f"{k}={v:.2f}" for k, v in result.timings.items()))
 
@@ -182,14 +215,12 @@ def _print_trial(result) -> None:
 @cli.command()
 @scenario_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def split(dataset, arrangement, seed, old_fraction, data_root, download, scale, train_path, update_path, test_path, as_json):
+def split(as_json, **scen):
     """Show how an arrangement splits a dataset: sizes, overlap, per-class counts."""
     from .arrangements import describe
-    from .trial import TrialConfig, load_scenario
+    from .trial import load_scenario
 
-    cfg = TrialConfig(dataset=dataset, arrangement=arrangement, seed=seed, old_fraction=old_fraction,
-                      data_root=data_root, download=download, subset=scale, explicit=_explicit(train_path, update_path, test_path))
-    info = describe(load_scenario(cfg))
+    info = describe(load_scenario(_config(**scen)))
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
@@ -201,32 +232,37 @@ def split(dataset, arrangement, seed, old_fraction, data_root, download, scale, 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(as_json):
     """List datasets, arrangements, models, methods (with hyperparameters) and metrics."""
+    from .api import list_methods
     from .arrangements import ARRANGEMENTS
     from .data import DATASETS
-    from .methods import methods
-    from .metrics import METRICS
+    from .metrics import CRITICAL_PREFIX, METRICS, OLD_CLASSES_SUFFIX
     from .models import MODELS
 
     info = {
         "datasets": DATASETS,
         "arrangements": ARRANGEMENTS,
         "models": {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in MODELS.items()},
-        "methods": {name: {"summary": m.summary, "hyperparameters": [h.describe() for h in m.hparams]}
-                    for name, m in methods().items()},
-        "metrics": {k: getattr(v, "description", str(v)) for k, v in METRICS.items()},
+        "methods": list_methods(),
+        "metrics": {k: f"{v.meaning} = {v.formula}" for k, v in METRICS.items()},
+        "metric_variants": {
+            f"NAME{OLD_CLASSES_SUFFIX}": "NAME on the test samples of the classes M1 knows (class-incremental)",
+            f"{CRITICAL_PREFIX}NAME": "NAME on the critical samples (--critical-classes / --critical-mask)",
+            "val_NAME": "NAME on the validation split: what a sweep's objectives, constraints and fronts read",
+        },
     }
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
         return
-    for section in ("datasets", "arrangements", "models", "metrics"):
-        click.echo(f"{section}:")
+    for section in ("datasets", "arrangements", "models", "metrics", "metric_variants"):
+        click.echo(f"{section.replace('_', ' ')}:")
         for k, v in info[section].items():
-            click.echo(f"  {k:<20} {v}")
+            click.echo(f"  {k:<22} {v}")
     click.echo("methods:")
     for name, m in info["methods"].items():
-        click.echo(f"  {name:<20} {m['summary']}")
+        needs = f"  (needs {', '.join(m['needs'])})" if m["needs"] else ""
+        click.echo(f"  {name:<22} {m['summary']}{needs}")
         for h in m["hyperparameters"]:
-            click.echo(f"      {h['name']:<18} {h['type']:<7} default {h['default']!s:<10} range {h['range']}")
+            click.echo(f"      {h['name']:<18} {h['type']:<7} default {h['default']!s:<12} range {h['range']:<22} {h['help']}")
 
 
 @cli.command()
@@ -235,50 +271,39 @@ def list_cmd(as_json):
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep in --out without redoing finished trials.")
 @click.option("--address", default=None, help="Ray cluster to join: auto, ray://HOST:10001 or HOST:6379 (default: local Ray).")
 @click.option("--objective", "objectives", multiple=True, metavar="METRIC[:max|min]",
-              help="Override the file's objectives (repeatable), e.g. accuracy_new:max --objective nfr:min.")
+              help="Override the file's objectives (repeatable), e.g. accuracy_new:max --objective nfr:min. "
+                   "Evaluated on the validation split.")
 @click.option("--constraint", "constraints", multiple=True, metavar="METRIC<=VALUE",
               help="Override the file's constraints (repeatable), e.g. 'accuracy_new>=0.9'.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random", "grid"]), default=None,
               help="Optuna sampler (default: the file's, else nsga2).")
+@click.option("--scheduler", type=click.Choice(["fifo", "mo-asha"]), default=None,
+              help="fifo: every trial runs its full budget; mo-asha: multi-objective successive halving "
+                   "stops dominated trials early (default: the file's, else fifo).")
 @click.option("--trials", "trials_per_scenario", type=click.IntRange(min=1), default=None,
               help="Trials per scenario (overrides search.trials_per_scenario).")
+@click.option("--replicates", type=click.IntRange(min=0), default=None,
+              help="After the search, re-run each front point and the ce baseline with K other seeds.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Trials running at once.")
-@click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None)
+@click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None,
+              help="CPUs Ray reserves per trial (and torch threads it uses).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None, help="Fractions pack trials: 0.25 = four per GPU.")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
-              help="Use this stratified share of each dataset (a laptop-sized run of a paper preset).")
+              help="Use this stratified share of each dataset's training pool (a laptop-sized run of a paper preset).")
+@click.option("--test-scale", type=click.FloatRange(min=0, min_open=True, max=1), default=None,
+              help="Use this stratified share of each test set (default: the file's, else all of it).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs (M1, references and updates).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override scenario.KEY (e.g. scenario.seeds=[0,1]).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def sweep(space_files, out, resume, address, objectives, constraints, sampler, trials_per_scenario, concurrency,
-          cpus_per_trial, gpus_per_trial, scale, epochs, settings, quiet):
+def sweep(space_files, out, resume, address, quiet, settings, **options):
     """Search methods x hyperparameters x scenarios in SPACE_FILES with Ray Tune + Optuna.
 
     Several files are merged in order, so `search_spaces/ce.yaml search_spaces/bct.yaml`
     compares both methods on one Pareto front per scenario."""
-    from .objectives import parse_constraint, parse_objective
-    from .search.space import load_space
-    from .search.sweep import SweepOptions, run_sweep
+    from .api import sweep as run
 
-    overrides: dict[str, Any] = {}
-    for key, value in _parse_settings(settings).items():
-        node = overrides
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    scen = overrides.setdefault("scenario", {})
-    if scale is not None:
-        scen["scale"] = scale
-    if epochs is not None:
-        scen.setdefault("training", {})["epochs"] = epochs
-    space = load_space(list(space_files), overrides)
-    opts = SweepOptions(out=out, resume=resume, address=address, concurrency=concurrency,
-                        cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                        objectives=[parse_objective(o) for o in objectives],
-                        constraints=[parse_constraint(c) for c in constraints], sampler=sampler,
-                        trials_per_scenario=trials_per_scenario, quiet=quiet)
-    summary = run_sweep(space, opts)
+    summary = run(list(space_files), out=out, resume=resume, address=address, quiet=quiet,
+                  settings=_parse_settings(settings), **options)
     click.echo(summary.line())
     if summary.interrupted:
         click.echo(f"interrupted: resume with  flipsearch sweep {' '.join(space_files)} --out {out} --resume", err=True)

@@ -16,7 +16,9 @@ n = the number of test samples (METHODS.md §2):
     accuracy_gain  = acc_new − acc_old = pfr − nfr
     nfr_rel        = nfr / ((1 − er_old)·er_new)   (relative NFR, PCT eq. 11)
 
-plus the counts `n_negative_flips` = n(P1∩N2), `n_positive_flips` = n(N1∩P2) and `n`.
+plus the counts `n_negative_flips` = n(P1∩N2), `n_positive_flips` = n(N1∩P2), `n` and the
+denominators `n_correct_old` = n(P1), `n_correct_new`, `n_errors_old`, `n_errors_new`,
+`n_both_wrong` (`RATE_COUNTS` maps each rate to its numerator and denominator).
 Counts are returned as floats holding whole numbers, so every value of the result dict is
 a float and a Parquet column never changes type between rows.
 
@@ -84,8 +86,22 @@ METRICS: dict[str, MetricInfo] = dict([
           "nfr / ((1 - er_old) * er_new)", "min", False, "PCT eq. 11, MPT code"),
     _info("n_negative_flips", "number of negative flips", "n(P1∩N2)", None, False),
     _info("n_positive_flips", "number of positive flips", "n(N1∩P2)", None, False),
-    _info("n", "number of test samples evaluated", "n", None, False),
+    _info("n", "number of samples evaluated", "n", None, False),
+    _info("n_correct_old", "samples M1 classifies correctly (BR's and BTC's denominator)", "n(P1)", None, False),
+    _info("n_correct_new", "samples M2 classifies correctly", "n(P2)", None, False),
+    _info("n_errors_old", "samples M1 gets wrong (bec_n1's denominator)", "n(N1)", None, False),
+    _info("n_errors_new", "samples M2 gets wrong (BEC's denominator)", "n(N2)", None, False),
+    _info("n_both_wrong", "samples both models get wrong", "n(N1∩N2)", None, False),
 ])
+
+# Each rate's (numerator, denominator) counts, so a report can say "NFR 0.37 % = 2 / 539".
+RATE_COUNTS: dict[str, tuple[str, str]] = {
+    "accuracy_old": ("n_correct_old", "n"), "accuracy_new": ("n_correct_new", "n"),
+    "er_old": ("n_errors_old", "n"), "er_new": ("n_errors_new", "n"),
+    "nfr": ("n_negative_flips", "n"), "pfr": ("n_positive_flips", "n"),
+    "br": ("n_negative_flips", "n_correct_old"), "bec": ("n_both_wrong", "n_errors_new"),
+    "bec_n1": ("n_both_wrong", "n_errors_old"),
+}
 
 
 def metric_names(old_classes: bool = False, critical: bool = False) -> list[str]:
@@ -174,6 +190,11 @@ def _base_metrics(ok_old: np.ndarray, ok_new: np.ndarray) -> dict[str, float]:
         "n_negative_flips": float(neg),
         "n_positive_flips": float(pos),
         "n": float(n),
+        "n_correct_old": float(p1),
+        "n_correct_new": float(p2),
+        "n_errors_old": float(n1),
+        "n_errors_new": float(n2),
+        "n_both_wrong": float(both_wrong),
     }
 
 

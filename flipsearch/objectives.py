@@ -169,3 +169,13 @@ def parse_constraint(text: str) -> Constraint:
     if m["pct"]:
         value /= 100.0
     return Constraint(metric, m["op"], value)
+
+
+SELECTION_PREFIX = "val_"
+
+
+def selection_view(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's validation metrics under their plain names (`val_nfr` as `nfr`): what every
+    objective and constraint of a search is evaluated on. Test metrics never enter it."""
+    n = len(SELECTION_PREFIX)
+    return {k[n:]: v for k, v in dict(row).items() if str(k).startswith(SELECTION_PREFIX)}

@@ -1,4 +1,8 @@
-"""Reference models, trained once and shared: M1, φ_new (MPT) and the CE update (NeuRecover).
+"""Reference models, trained once and shared: M1 and the `Reference`s methods declare.
+
+M1 is every trial's reference; a method lists any others it needs as `Reference` subclasses
+in its `needs` (MPT: `PhiNew`; NeuRecover: its CE update, in `methods/neurecover`), and the
+trial hands it exactly those.
 
 A reference model is a pure function of (dataset, arrangement, model, seed, recipe), so it is
 stored content-addressed: its file name is the SHA-256 of that description. Every trial that
@@ -16,9 +20,9 @@ import io
 import json
 import logging
 import time
-import weakref
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ClassVar, ContextManager
 
 import torch
 from torch import nn
@@ -26,11 +30,9 @@ from torch import nn
 from .errors import UsageError
 from .models import build_model
 from .storage import Storage
-from .train import TrainRecipe, fit, predict_logits
+from .train import TrainRecipe, fit
 
 log = logging.getLogger(__name__)
-
-REPAIR_FRACTION = 0.2  # share of D_update held out for NeuRecover's repair split
 
 
 def reference_key(kind: str, spec: dict) -> str:
@@ -57,12 +59,9 @@ class ReferenceStore:
         self.storage = storage
         self._lock = lock or self._default_lock
         self._memory: dict[str, dict] = {}
-        # Logits of this store's reference models over data tensors (teacher logits), kept
-        # for the store's life: see `reference_logits`.
-        self.logits: dict[tuple, torch.Tensor] = {}
-        # Other per-process results derived from its reference models (e.g. NeuRecover's
-        # localisation inputs): see `reference_derived`.
-        self.derived: dict[tuple, Any] = {}
+        # Values derived from this store's reference models (teacher logits, NeuRecover's
+        # preparation), kept for the store's life and keyed by content addresses.
+        self.derived = DerivedCache()
         self.trained = 0
         self.hits = 0
         self.corrupt = 0
@@ -113,22 +112,77 @@ class ReferenceStore:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
+class DerivedCache:
+    """Values computed from reference models and scenario data only (never from a trial's
+    hyperparameters), keyed by a tuple of content addresses: a teacher's logits over
+    D_update, NeuRecover's localisation inputs. One per reference store, so the trials of a
+    sweep worker compute each once. A key of None (or one holding None) is not cached."""
+
+    def __init__(self):
+        self._values: dict[tuple, Any] = {}
+
+    def get(self, key: tuple | None, build: Callable[[], Any]) -> tuple[Any, str]:
+        """(value, "hit" | "miss" | "off"); the caller must not modify the value."""
+        if key is None or any(k is None for k in key):
+            return build(), "off"
+        if key in self._values:
+            return self._values[key], "hit"
+        self._values[key] = value = build()
+        return value, "miss"
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
 @dataclass
-class CEUpdate:
-    """NeuRecover's input: M1 fine-tuned with CE on D_update minus the repair split."""
+class ReferenceInputs:
+    """What building a reference may use: the scenario's training tensors, M1, and the
+    trial's `new_model(init)` factory."""
 
-    model: nn.Module
-    history: list[dict[str, torch.Tensor]]
-    repair_idx: torch.Tensor
-    train_idx: torch.Tensor
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_update: torch.Tensor
+    y_update: torch.Tensor
+    m1: nn.Module
+    new_model: Callable[[str], nn.Module]
 
 
-def repair_split(y: torch.Tensor, seed: int, fraction: float = REPAIR_FRACTION) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified (repair_idx, train_idx) over D_update's labels, deterministic from seed."""
-    from .data import stratified_holdout
+class Reference(ABC):
+    """A reference model besides M1: a pure function of the scenario, the recipes and
+    `spec`, trained once per sweep and shared. Subclasses set `kind` and implement `build`
+    (train it; return a payload of tensors and plain values) and `load` (what the method
+    receives from a payload)."""
 
-    train_idx, repair_idx = stratified_holdout(y.cpu().numpy(), fraction, seed + 7919)
-    return torch.from_numpy(repair_idx), torch.from_numpy(train_idx)
+    kind: ClassVar[str]
+
+    @classmethod
+    def spec(cls, b: "ReferenceBuilder") -> dict:
+        """What besides the scenario identifies this reference (recipes, options)."""
+        return {"update_recipe": b.update_recipe.as_dict()}
+
+    @classmethod
+    @abstractmethod
+    def build(cls, b: "ReferenceBuilder", inputs: ReferenceInputs) -> dict: ...
+
+    @classmethod
+    @abstractmethod
+    def load(cls, b: "ReferenceBuilder", payload: dict, inputs: ReferenceInputs) -> Any: ...
+
+
+class PhiNew(Reference):
+    """φ_new (MPT): trained from scratch with plain CE on the whole D_update."""
+
+    kind = "phi_new"
+
+    @classmethod
+    def build(cls, b, inputs):
+        model = b.model(b.num_classes, seed=b.seed + 2)
+        fit(model, inputs.x_update, inputs.y_update, b.update_recipe, seed=b.seed + 2)
+        return {"state_dict": cpu_state(model)}
+
+    @classmethod
+    def load(cls, b, payload, inputs):
+        return b.model(b.num_classes, payload["state_dict"]).eval()
 
 
 @dataclass
@@ -136,7 +190,7 @@ class ReferenceBuilder:
     """Builds (or fetches) the reference models of one scenario for one trial."""
 
     store: ReferenceStore
-    spec: dict  # identifies the scenario: dataset, arrangement, old_fraction, model, seed
+    spec: dict  # identifies the scenario: dataset, arrangement, old_fraction, model, seed, split fingerprint
     model_name: str
     input_shape: tuple[int, int, int]
     num_old_classes: int
@@ -151,7 +205,7 @@ class ReferenceBuilder:
     keys: dict[str, str] = field(default_factory=dict)  # kind -> content address
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def _model(self, num_classes: int, state: dict | None = None, seed: int | None = None) -> nn.Module:
+    def model(self, num_classes: int, state: dict | None = None, seed: int | None = None) -> nn.Module:
         model = build_model(self.model_name, num_classes, self.input_shape, seed=seed)
         if state is not None:
             model.load_state_dict(state)
@@ -173,127 +227,46 @@ class ReferenceBuilder:
 
     def m1(self, x_train: torch.Tensor, y_train: torch.Tensor) -> nn.Module:
         if self.old_model_path:
-            try:
-                state = torch.load(self.old_model_path, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unreadable or non-weights file
-                raise UsageError(f"cannot load old model {self.old_model_path!r} as a state_dict "
-                                 f"(weights_only): {str(e).splitlines()[0]}") from None
-            if isinstance(state, dict) and "state_dict" in state:
-                state = state["state_dict"]
-            model = self._model(self.num_old_classes)
-            try:
-                model.load_state_dict(state)
-            except (RuntimeError, TypeError, AttributeError) as e:
-                raise UsageError(f"old model {self.old_model_path!r} does not fit model {self.model_name!r} with "
-                                 f"{self.num_old_classes} outputs: {str(e).splitlines()[0]}") from None
+            model = self.model(self.num_old_classes)
+            load_user_state(model, self.old_model_path, f"model {self.model_name!r} with "
+                                                        f"{self.num_old_classes} outputs")
             self.status["m1"] = "user"
+            self.keys["m1"] = reference_key("m1-user", {**self.spec, "sha256": self.old_model_sha})
             return model.eval()
 
         def build():
-            model = self._model(self.num_old_classes, seed=self.seed)
+            model = self.model(self.num_old_classes, seed=self.seed)
             fit(model, x_train, y_train, self.m1_recipe, seed=self.seed)
-            return {"state_dict": _cpu_state(model)}
+            return {"state_dict": cpu_state(model)}
 
-        model = self._model(self.num_old_classes, self._fetch("m1", self.m1_key_spec(), build)["state_dict"])
-        return _register(model.eval(), self.store, self.keys["m1"])
+        return self.model(self.num_old_classes, self._fetch("m1", self.m1_key_spec(), build)["state_dict"]).eval()
 
-    def phi_new(self, x_update: torch.Tensor, y_update: torch.Tensor) -> nn.Module:
-        """φ_new: trained from scratch with plain CE on the whole D_update (MPT)."""
-
-        def build():
-            model = self._model(self.num_classes, seed=self.seed + 2)
-            fit(model, x_update, y_update, self.update_recipe, seed=self.seed + 2)
-            return {"state_dict": _cpu_state(model)}
-
-        payload = self._fetch("phi_new", {"update_recipe": self.update_recipe.as_dict()}, build)
-        return _register(self._model(self.num_classes, payload["state_dict"]).eval(), self.store, self.keys["phi_new"])
-
-    def ce_update(self, m1: nn.Module, x_update: torch.Tensor, y_update: torch.Tensor,
-                  new_model: Callable[[str], nn.Module]) -> CEUpdate:
-        """M1 fine-tuned with CE on D_update minus a held-out repair split, with the
-        weights of its last two epochs (NeuRecover's training history)."""
-        repair_idx, train_idx = repair_split(y_update, self.seed)
-
-        def build():
-            model = new_model("old")
-            train_dev = train_idx.to(x_update.device)
-            result = fit(model, x_update[train_dev], y_update[train_dev], self.update_recipe,
-                         seed=self.seed + 1, keep_history=2)
-            return {"state_dict": _cpu_state(model), "history": result.history}
-
-        extra = {"update_recipe": self.update_recipe.as_dict(), "repair_fraction": REPAIR_FRACTION,
-                 **self.m1_key_spec()}
-        payload = self._fetch("ce_update", extra, build)
-        model = _register(self._model(self.num_classes, payload["state_dict"]).eval(), self.store,
-                          self.keys["ce_update"])
-        return CEUpdate(model, payload["history"], repair_idx.to(x_update.device), train_idx.to(x_update.device))
+    def get(self, ref: type[Reference], inputs: ReferenceInputs) -> Any:
+        """The loaded reference `ref`, trained here only if no trial did before."""
+        payload = self._fetch(ref.kind, ref.spec(self), lambda: ref.build(self, inputs))
+        return ref.load(self, payload, inputs)
 
 
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def load_user_state(model: nn.Module, path: str, what: str) -> nn.Module:
+    """Load a user's state_dict checkpoint into `model` with `weights_only=True`, or raise a
+    one-line `UsageError` (a pickle that is not plain weights is refused, without torch's
+    warning printed first)."""
+    import warnings
 
-
-# --------------------------------------------------------------------------- teacher logits
-
-# Reference-model objects handed out by a `ReferenceBuilder` -> (store, content address,
-# weights version at hand-out). Weak: a trial's model object dies with the trial.
-_REFERENCES: "weakref.WeakKeyDictionary[nn.Module, tuple[ReferenceStore, str, int]]" = weakref.WeakKeyDictionary()
-
-
-def _register(model: nn.Module, store: ReferenceStore, key: str) -> nn.Module:
-    _REFERENCES[model] = (store, key, _weights_version(model))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable or non-weights file
+        raise UsageError(f"cannot load {path!r} as a state_dict (weights_only): {str(e).splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise UsageError(f"{path!r} does not fit {what}: {str(e).splitlines()[0]}") from None
     return model
 
 
-def _weights_version(model: nn.Module) -> int:
-    """Sum of the in-place version counters of the weights and buffers: it changes when
-    anything writes to them (an optimiser step, `load_state_dict`)."""
-    return sum(t._version for t in (*model.parameters(), *model.buffers()))
-
-
-def _data_key(x: torch.Tensor) -> tuple:
-    """Identifies the rows of `x` and their order: shape, dtype, device and a SHA-256 of a
-    per-row sum over a strided sample of each row (O(N·64), not O(N·D))."""
-    rows = x.reshape(len(x), -1)
-    step = max(1, rows.shape[1] // 64)
-    digest = hashlib.sha256(rows[:, ::step].double().sum(1).cpu().numpy().tobytes()).hexdigest()
-    return tuple(x.shape), str(x.dtype), str(x.device), digest
-
-
-def reference_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`predict_logits(model, x)`, computed once per (reference model, data) and process.
-
-    A reference model's logits over D_update (a teacher's logits) are the same in every
-    trial that loads that model, so for a model handed out by `ReferenceBuilder` (M1, φ_new)
-    they are kept in its store and shared by the later trials of a sweep worker. Any other
-    model, or a reference model whose weights were written to since, is simply evaluated.
-    The result is read-only (an inference tensor)."""
-    entry = _REFERENCES.get(model)
-    if entry is None or entry[2] != _weights_version(model):
-        return predict_logits(model, x)
-    store, key, _ = entry
-    slot = (key, _data_key(x))
-    if slot not in store.logits:
-        store.logits[slot] = predict_logits(model, x)
-    return store.logits[slot]
-
-
-def reference_derived(name: str, models: tuple[nn.Module, ...], data: tuple[torch.Tensor, ...],
-                      build: Callable[[], Any]) -> tuple[Any, str]:
-    """`build()`, computed once per (name, reference models, data) and process.
-
-    For results that depend only on reference models handed out by one `ReferenceBuilder`
-    store and on data tensors (not on a trial's hyperparameters), like `reference_logits`.
-    Returns (value, status): "hit" (reused), "miss" (built and kept) or "off" (built, not
-    kept: a model is not such a reference, is from another store, or its weights were
-    written to since). The caller must not modify the value."""
-    entries = [_REFERENCES.get(m) for m in models]
-    if any(e is None or e[2] != _weights_version(m) for e, m in zip(entries, models)) \
-            or any(e[0] is not entries[0][0] for e in entries):
-        return build(), "off"
-    store = entries[0][0]
-    slot = (name, *(e[1] for e in entries), *(_data_key(x) for x in data))
-    if slot in store.derived:
-        return store.derived[slot], "hit"
-    store.derived[slot] = value = build()
-    return value, "miss"
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

@@ -7,7 +7,6 @@ slices mini-batches from it. A method changes *what is minimised* by passing a
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, NamedTuple
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DivergedError, UsageError
+from .values import coerce
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,15 @@ class TrainRecipe:
 
 
     def __post_init__(self):
+        # Every field is coerced strictly to its declared type: `epochs: 2.7`, `epochs: true`
+        # or `lr: true` are refused, not silently turned into 2, 1 or 1.0.
+        for f in fields(self):
+            kind = type(f.default)
+            object.__setattr__(self, f.name, coerce(getattr(self, f.name), kind, f"training setting {f.name}"))
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.lr > 0, "lr must be a positive number"),
             (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
@@ -50,30 +55,19 @@ class TrainRecipe:
             if not ok:
                 raise UsageError(f"training recipe: {msg}")
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainRecipe":
+        return cls().with_overrides(**values)
+
     def with_overrides(self, **kw) -> "TrainRecipe":
-        known = {f.name: f.type for f in fields(self)}
+        known = {f.name for f in fields(self)}
         for k in kw:
             if k not in known:
-                raise UsageError(f"unknown training setting {k!r}; known: {', '.join(known)}")
-        return replace(self, **{k: _coerce(getattr(self, k), v, k) for k, v in kw.items()})
+                raise UsageError(f"unknown training setting {k!r}; known: {', '.join(sorted(known))}")
+        return replace(self, **kw)
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _coerce(current, value, key):
-    try:
-        if isinstance(current, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        return type(current)(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"training setting {key}={value!r} is not a valid {type(current).__name__}") from None
 
 
 class Batch(NamedTuple):
@@ -98,6 +92,7 @@ class FitResult:
     epoch_losses: list[float] = field(default_factory=list)
     history: list[dict[str, torch.Tensor]] = field(default_factory=list)  # last k epochs' weights
     seconds: float = 0.0
+    stopped_at: int | None = None  # the epoch `epoch_end` stopped training after, if it did
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -122,19 +117,21 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":  # decoupled weight decay (AdamW), not Adam's coupled L2
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
                            weight_decay=recipe.weight_decay)
 
 
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, *, seed: int,
         loss_fn: LossFn = cross_entropy, keep_history: int = 0,
-        progress: Callable[[int, float], None] | None = None) -> FitResult:
+        epoch_end: Callable[[int, float, nn.Module], bool] | None = None) -> FitResult:
     """Train `model` in place on `(x, y)` (already on the model's device).
 
     `keep_history=k` keeps CPU copies of the weights after each of the last k epochs
     (NeuRecover needs the last two). A NaN/inf loss raises `DivergedError` at once.
+    `epoch_end(epoch, loss, model)` runs after each epoch (1-based; the model is in eval
+    mode during the call) and returns True to stop there: `FitResult.stopped_at` says when.
     """
     import time
 
@@ -182,8 +179,13 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
         result.epoch_losses.append(epoch_loss)
         if keep_history and epoch >= recipe.epochs - keep_history:
             result.history.append({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-        if progress is not None:
-            progress(epoch + 1, epoch_loss)
+        if epoch_end is not None:
+            model.eval()
+            stop = epoch_end(epoch + 1, epoch_loss, model)
+            model.train()
+            if stop:
+                result.stopped_at = epoch + 1
+                break
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
@@ -197,10 +199,6 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     out = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
     model.train(was_training)
     return out
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model)
 
 
 def pick_device(prefer: str = "auto") -> torch.device:

@@ -2,6 +2,9 @@
 
 `run_trial(TrialConfig)` is what `flipsearch trial` runs and what every sweep trial runs on
 a Ray worker. It never trains a reference model that a `ReferenceStore` already holds.
+Every metric is computed on the validation split (`val_<metric>`, what a search selects
+on) and on the test set (`<metric>`, what is reported); `epoch_report` sees validation
+metrics only, after each update epoch, and may stop the update early.
 """
 
 from __future__ import annotations
@@ -9,147 +12,69 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from .arrangements import Scenario, describe, explicit_scenario, make_scenario
+from .config import TrialConfig
 from .data import Dataset, load_dataset, subsample
 from .errors import DivergedError, UsageError
 from .methods import UpdateContext, get_method
 from .metrics import compute_metrics
-from .models import DEFAULT_MODEL, build_model, expand_outputs
-from .references import ReferenceBuilder, ReferenceStore
-from .train import TrainRecipe, pick_device, predict_logits
+from .models import build_model, expand_outputs
+from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
+from .train import pick_device, predict_logits
 
-# Training recipes that suit each built-in dataset (paper 1: 5 epochs, batch 128).
-DEFAULT_RECIPES: dict[str, TrainRecipe] = {
-    "digits": TrainRecipe(epochs=10, batch_size=32, lr=0.05),
-    "fashion-mnist": TrainRecipe(epochs=5, batch_size=128, lr=0.05),
-    "cifar10": TrainRecipe(epochs=5, batch_size=128, lr=0.05),
-    "cifar100": TrainRecipe(epochs=100, batch_size=128, lr=0.1, schedule="cosine", augment=True),
-}
-GENERIC_RECIPE = TrainRecipe(epochs=5, batch_size=64, lr=0.05)
-
-RECIPE_KEYS = tuple(TrainRecipe.__dataclass_fields__)
-
-
-@dataclass(frozen=True)
-class TrialConfig:
-    """Everything that determines a trial. `hparams` are the method's own; the two recipes
-    train M1 (and φ_new) and the update."""
-
-    dataset: str = "digits"
-    arrangement: str = "exclusive-op"
-    method: str = "ce"
-    seed: int = 0
-    model: str | None = None
-    hparams: dict[str, Any] = field(default_factory=dict)
-    m1_recipe: TrainRecipe | None = None
-    update_recipe: TrainRecipe | None = None
-    old_fraction: float = 0.5
-    critical_classes: tuple[int, ...] = ()
-    critical_mask: str | None = None  # path of a .npy bool mask over the test set
-    data_root: str | None = None
-    download: bool = False
-    subset: float = 1.0  # stratified share of the training pool and test set to use
-    old_model: str | None = None  # a user's trained M1 (state_dict checkpoint)
-    explicit: tuple[str, str, str] | None = None  # (train, update, test) paths
-    device: str = "auto"
-
-    @property
-    def model_name(self) -> str:
-        return self.model or DEFAULT_MODEL.get(self.dataset, "cnn8")
-
-    def recipes(self) -> tuple[TrainRecipe, TrainRecipe]:
-        base = DEFAULT_RECIPES.get(self.dataset, GENERIC_RECIPE)
-        return self.m1_recipe or base, self.update_recipe or base
-
-    def with_settings(self, settings: dict[str, Any]) -> "TrialConfig":
-        """Apply `--set key=value` overrides: training keys (`epochs`, `lr`, …) change both
-        recipes, `m1.KEY` / `update.KEY` one of them; anything else is a method
-        hyperparameter, validated against the method's schema."""
-        m1, upd = self.recipes()
-        m1_kw, upd_kw, hp = {}, {}, dict(self.hparams)
-        for key, value in settings.items():
-            scope, _, name = key.rpartition(".")
-            if scope in ("m1", "update"):
-                if name not in RECIPE_KEYS:
-                    raise UsageError(f"unknown training setting {key!r}; known: "
-                                     + ", ".join(f"{scope}.{k}" for k in RECIPE_KEYS))
-                (m1_kw if scope == "m1" else upd_kw)[name] = value
-            elif scope:
-                raise UsageError(f"unknown setting {key!r}: prefix must be 'm1.' or 'update.'")
-            elif name in RECIPE_KEYS:
-                m1_kw[name] = upd_kw[name] = value
-            else:
-                hp[name] = value
-        get_method(self.method).resolve(hp)  # unknown or illegal values fail here, before work
-        return replace(self, hparams=hp, m1_recipe=m1.with_overrides(**m1_kw),
-                       update_recipe=upd.with_overrides(**upd_kw))
-
+VAL_PREFIX = "val_"
+# epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
+EpochReport = Callable[[int, dict[str, float], float], bool]
 
 @dataclass
 class TrialResult:
+    """What a trial produced. `metrics` holds the test metrics by name and the validation
+    metrics as `val_<name>`; `status` is ok, diverged or stopped (by `epoch_report`), and
+    `epochs` the update epochs run."""
+
     config: TrialConfig
-    hparams: dict[str, Any]
     metrics: dict[str, float]
-    status: str = "ok"  # ok | diverged | failed
+    status: str = "ok"  # ok | diverged | stopped
     error: str = ""
+    epochs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
+    old_model: torch.nn.Module | None = field(default=None, repr=False)  # M1
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return dict(self.config.hparams)
 
     def to_json(self) -> dict:
-        m1, upd = self.config.recipes()
-        cfg = {k: v for k, v in asdict(self.config).items()
-               if k not in ("hparams", "m1_recipe", "update_recipe")}
-        cfg.update(model=self.config.model_name, m1_recipe=m1.as_dict(), update_recipe=upd.as_dict())
-        return {"status": self.status, "error": self.error, "config": cfg, "hparams": self.hparams,
+        return {"status": self.status, "error": self.error, "epochs": self.epochs, "config": self.config.to_dict(),
                 "metrics": {k: _json_num(v) for k, v in self.metrics.items()},
                 "scenario": self.scenario, "references": self.references, "info": self.info,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
-
-    def to_row(self) -> dict[str, Any]:
-        """One flat row for the results table: hyperparameters as `hp_*`, recipes as
-        `m1_*` / `update_*`, references as `ref_*`, method facts as `info_*`."""
-        c = self.config
-        m1, upd = c.recipes()
-        row: dict[str, Any] = {
-            "dataset": c.dataset, "arrangement": c.arrangement, "method": c.method, "model": c.model_name,
-            "seed": c.seed, "old_fraction": c.old_fraction,
-            "critical_classes": ",".join(map(str, c.critical_classes)),
-            "status": self.status, "error": self.error,
-        }
-        row.update({f"hp_{k}": v for k, v in self.hparams.items()})
-        row.update({f"m1_{k}": v for k, v in m1.as_dict().items()})
-        row.update({f"update_{k}": v for k, v in upd.as_dict().items()})
-        row.update(self.metrics)
-        row.update({f"ref_{k}": v for k, v in self.references.items()})
-        row.update({f"seconds_{k}": v for k, v in self.timings.items()})
-        row.update({f"info_{k}": v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))})
-        return row
 
 
 def _json_num(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def load_subset(spec: str, data_root: str | None, download: bool, subset: float) -> Dataset:
-    if not 0 < subset <= 1:
-        raise UsageError(f"subset/scale must be in (0, 1], got {subset}")
-    return subsample(load_dataset(spec, data_root, download), subset)
+def load_data(cfg: TrialConfig) -> Dataset:
+    """The config's dataset at its pool and test scales."""
+    return subsample(load_dataset(cfg.dataset, cfg.data_root, cfg.download), cfg.scale, test_fraction=cfg.test_scale)
 
 
 def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
     if cfg.explicit:
-        return explicit_scenario(*cfg.explicit)
+        return explicit_scenario(*cfg.explicit, val_path=cfg.val_path, val_fraction=cfg.val_fraction)
     if dataset is None:
-        dataset = load_subset(cfg.dataset, cfg.data_root, cfg.download, cfg.subset)
-    return make_scenario(dataset, cfg.arrangement, cfg.seed, cfg.old_fraction)
+        dataset = load_data(cfg)
+    return make_scenario(dataset, cfg.arrangement, cfg.seed, cfg.old_fraction, cfg.val_fraction)
 
 
 def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor | None:
@@ -169,33 +94,42 @@ def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor |
 
 
 def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset: Dataset | None = None,
+              epoch_report: EpochReport | None = None,
               progress: Callable[[str, int, int, float], None] | None = None) -> TrialResult:
-    """Run one trial. A NaN/inf loss ends it early with status `diverged`; other errors
-    propagate (the sweep records them as `failed`)."""
+    """Run one trial. A NaN/inf loss ends it early with status `diverged`; `epoch_report`
+    returning True ends the update early with status `stopped`; other errors propagate
+    (the sweep records them as `failed`)."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     method = get_method(cfg.method)
-    hp = method.resolve(cfg.hparams)
     m1_recipe, upd_recipe = cfg.recipes()
     device = pick_device(cfg.device)
     store = store or ReferenceStore()
 
     t = time.perf_counter()
-    scenario = load_scenario(cfg, dataset).to(device)
+    scenario = preflight(cfg, dataset).to(device)
     timings["data"] = time.perf_counter() - t
     n_old, n_all = scenario.num_old_classes, scenario.num_classes
-    _check_critical_classes(cfg, n_all)
     spec = {"dataset": cfg.dataset if not cfg.explicit else list(cfg.explicit), "arrangement": scenario.arrangement,
             "old_fraction": cfg.old_fraction, "model": cfg.model_name, "seed": cfg.seed,
             "data_fingerprint": _fingerprint(scenario)}
     refs = ReferenceBuilder(store, spec, cfg.model_name, scenario.dataset.input_shape, n_old, n_all,
                             m1_recipe, upd_recipe, cfg.seed, device, cfg.old_model,
                             _file_sha256(cfg.old_model) if cfg.old_model else None)
-    result = TrialResult(cfg, hp, {}, timings=timings, references=refs.status)
+    result = TrialResult(cfg, {}, timings=timings, references=refs.status)
+    old_mask = lambda y: y < n_old if n_old < n_all else None  # noqa: E731
     try:
         t = time.perf_counter()
         m1 = refs.m1(scenario.x_train, scenario.y_train)
         timings["m1"] = time.perf_counter() - t
+        result.old_model = m1
+        pred_old = {split: predict_logits(m1, scenario.split(split)[0]).argmax(1) for split in ("val", "test")}
+
+        def val_metrics(model: torch.nn.Module) -> dict[str, float]:
+            if scenario.val_idx.numel() == 0:
+                return {}
+            return compute_metrics(scenario.y_val, pred_old["val"], predict_logits(model, scenario.x_val).argmax(1),
+                                   old_class_mask=old_mask(scenario.y_val))
 
         def new_model(init: str) -> torch.nn.Module:
             fresh = build_model(cfg.model_name, n_all, scenario.dataset.input_shape, seed=cfg.seed + 1).to(device)
@@ -203,20 +137,28 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
                 fresh = expand_outputs(m1, fresh, n_old)
             return fresh
 
-        def reference(kind: str):
-            if kind == "phi_new":
-                return refs.phi_new(scenario.x_update, scenario.y_update)
-            if kind == "ce_update":
-                return refs.ce_update(m1, scenario.x_update, scenario.y_update, new_model)
-            raise KeyError(kind)
+        inputs = ReferenceInputs(scenario.x_train, scenario.y_train, scenario.x_update, scenario.y_update, m1,
+                                 new_model)
+        t_update = time.perf_counter()
+        references = {ref: refs.get(ref, inputs) for ref in method.needs}
+        ref_seconds = time.perf_counter() - t_update
+        t_update = time.perf_counter()
 
-        epoch_cb = (lambda e, loss: progress("update", e, upd_recipe.epochs, loss)) if progress else None
+        def epoch_end(epoch: int, loss: float, model: torch.nn.Module) -> bool:
+            result.epochs = epoch
+            if progress is not None:
+                progress("update", epoch, upd_recipe.epochs, loss)
+            if epoch_report is None or epoch >= upd_recipe.epochs:
+                return False
+            return bool(epoch_report(epoch, val_metrics(model), time.perf_counter() - t_start))
+
         ctx = UpdateContext(scenario.x_update, scenario.y_update, n_old, n_all, m1, new_model, upd_recipe,
-                            cfg.seed + 1, device, reference, epoch_cb)
-        t = time.perf_counter()
-        updated = method.update(ctx, hp)
-        timings["update"] = time.perf_counter() - t - sum(refs.seconds.get(k, 0) for k in ("phi_new", "ce_update"))
+                            cfg.seed + 1, device, references, dict(refs.keys), store.derived, epoch_end)
+        updated = method.update(ctx, dict(cfg.hparams))
+        timings["update"] = time.perf_counter() - t_update
         timings.update({f"ref_{k}": v for k, v in refs.seconds.items() if k != "m1"})
+        timings["references"] = ref_seconds
+        result.epochs = updated.fit.stopped_at or upd_recipe.epochs if updated.fit else upd_recipe.epochs
         result.info = dict(updated.info)
         if cfg.old_model:
             # A user's M1 comes without its training recipe: nothing here retrains M1, and the
@@ -224,12 +166,14 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
             result.info["m1_source"] = "user checkpoint; its training recipe is unknown and not needed"
 
         t = time.perf_counter()
-        pred_old = predict_logits(m1, scenario.x_test).argmax(1)
-        pred_new = predict_logits(updated.model, scenario.x_test).argmax(1)
-        result.metrics = compute_metrics(
-            scenario.y_test, pred_old, pred_new,
-            old_class_mask=scenario.old_class_test_mask if n_old < n_all else None,
-            critical_mask=critical_test_mask(cfg, scenario.y_test))
+        result.metrics = {VAL_PREFIX + k: v for k, v in val_metrics(updated.model).items()}
+        if updated.fit is not None and updated.fit.stopped_at:
+            result.status = "stopped"  # an early-stopped update is never evaluated on the test set
+        else:
+            pred_new = predict_logits(updated.model, scenario.x_test).argmax(1)
+            result.metrics.update(compute_metrics(scenario.y_test, pred_old["test"], pred_new,
+                                                  old_class_mask=old_mask(scenario.y_test),
+                                                  critical_mask=critical_test_mask(cfg, scenario.y_test)))
         timings["eval"] = time.perf_counter() - t
         result.model = updated.model
     except DivergedError as e:
@@ -237,6 +181,32 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     result.scenario = {k: v for k, v in describe(scenario).items() if k not in ("per_class", "class_names")}
     timings["total"] = time.perf_counter() - t_start
     return result
+
+
+def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
+    """Every check a trial makes before it trains, and its scenario: the split exists and
+    is non-empty, critical classes and mask fit, the model builds (a user factory imports),
+    a user M1 loads into it, and the method accepts the recipe. The sweep driver runs it
+    for every scenario and method before Ray starts."""
+    from .references import load_user_state
+
+    scenario = load_scenario(cfg, dataset)
+    check_critical(cfg, scenario)
+    shape = scenario.dataset.input_shape
+    build_model(cfg.model_name, scenario.num_classes, shape)
+    if cfg.old_model:
+        load_user_state(build_model(cfg.model_name, scenario.num_old_classes, shape), cfg.old_model,
+                        f"model {cfg.model_name!r} with {scenario.num_old_classes} outputs")
+    get_method(cfg.method).check(cfg)
+    return scenario
+
+
+def check_critical(cfg: TrialConfig, scenario: Scenario) -> None:
+    """Critical classes must exist and a critical mask must cover the test set: checked
+    before any training (the sweep driver calls it too)."""
+    _check_critical_classes(cfg, scenario.num_classes)
+    if cfg.critical_mask:
+        critical_test_mask(cfg, scenario.y_test)
 
 
 def _check_critical_classes(cfg: TrialConfig, num_classes: int) -> None:
@@ -249,7 +219,8 @@ def _fingerprint(scenario: Scenario) -> str:
     """A cheap content hash of the scenario's data, so user data that changes on disk under
     the same name never reuses a stale reference model."""
     h = hashlib.sha256()
-    for t in (scenario.train_idx, scenario.update_idx, scenario.dataset.y_train, scenario.dataset.y_test):
+    for t in (scenario.train_idx, scenario.update_idx, scenario.val_idx, scenario.dataset.y_train,
+              scenario.dataset.y_test):
         h.update(t.cpu().numpy().tobytes())
     h.update(scenario.dataset.x_train.flatten()[:: max(1, scenario.dataset.x_train.numel() // 4096)]
              .cpu().numpy().tobytes())

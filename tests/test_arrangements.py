@@ -39,7 +39,7 @@ def _set(t: torch.Tensor) -> set[int]:
 def test_sizes_relation_and_index_format(dataset, arrangement):
     share, disjoint = RATIOS[arrangement]
     n = dataset.y_train.numel()
-    s = make_scenario(dataset, arrangement, seed=7)
+    s = make_scenario(dataset, arrangement, seed=7, val_fraction=0)
     assert isinstance(s, Scenario) and s.arrangement == arrangement and s.seed == 7
     for idx in (s.train_idx, s.update_idx):
         assert idx.dtype == torch.int64 and torch.equal(idx, idx.sort().values)
@@ -62,7 +62,7 @@ def test_sizes_relation_and_index_format(dataset, arrangement):
 @pytest.mark.parametrize("arrangement", list(RATIOS))
 def test_stratified_by_class(dataset, arrangement):
     share, _ = RATIOS[arrangement]
-    s = make_scenario(dataset, arrangement, seed=3)
+    s = make_scenario(dataset, arrangement, seed=3, val_fraction=0)
     per_class = torch.bincount(s.y_train, minlength=10).numpy()
     ideal = share * np.array(CLASS_SIZES)
     # each class gives floor or ceil of its exact share, and the total is exact
@@ -95,7 +95,7 @@ def test_test_set_untouched(dataset):
 
 
 def test_class_incremental_layout(dataset):
-    s = make_scenario(dataset, "class-incremental", 0)
+    s = make_scenario(dataset, "class-incremental", 0, val_fraction=0)
     assert s.num_old_classes == 5 and s.num_classes == 10
     old_pool = torch.nonzero(dataset.y_train < 5).flatten()
     assert torch.equal(s.train_idx, old_pool)  # every pool sample of classes 0..4
@@ -118,6 +118,26 @@ def test_bad_inputs(dataset):
             make_scenario(dataset, "exclusive-op", seed)
 
 
+@pytest.mark.parametrize("arrangement", list(ARRANGEMENTS))
+def test_validation_split_is_held_out_stratified_and_seeded(dataset, arrangement):
+    n = dataset.y_train.numel()
+    s = make_scenario(dataset, arrangement, seed=5, val_fraction=0.2)
+    val, train, update = _set(s.val_idx), _set(s.train_idx), _set(s.update_idx)
+    assert val and not val & train and not val & update          # no model ever trains on it
+    assert val | train | update == set(range(n))
+    share = RATIOS[arrangement][0] if arrangement in RATIOS else None
+    update_share = 1 - share if arrangement in RATIOS and RATIOS[arrangement][1] else 1.0
+    assert len(val) == round_half_up(0.2 * update_share * n)
+    if arrangement in RATIOS:                                      # the ratio holds exactly on the rest
+        assert len(train) == round_half_up(share * (n - len(val)))
+    per_class = torch.bincount(s.y_val, minlength=10).numpy()      # stratified: every class, old and new
+    ideal = len(val) * np.array(CLASS_SIZES) / n
+    assert np.all(np.abs(per_class - ideal) < 1)
+    assert torch.equal(make_scenario(dataset, arrangement, 5, val_fraction=0.2).val_idx, s.val_idx)
+    assert not torch.equal(make_scenario(dataset, arrangement, 6, val_fraction=0.2).val_idx, s.val_idx)
+    assert s.x_test is dataset.x_test and torch.equal(s.x_val, dataset.x_train[s.val_idx])
+
+
 def test_class_quotas_exact_and_fair():
     counts = np.array(CLASS_SIZES)
     for n in (0, 1, 30, 75, 149):
@@ -129,9 +149,9 @@ def test_class_quotas_exact_and_fair():
 
 
 def test_describe_is_json_and_consistent(dataset):
-    s = make_scenario(dataset, "inclusive-1-5", 2)
+    s = make_scenario(dataset, "inclusive-1-5", 2, val_fraction=0)
     d = json.loads(json.dumps(describe(s)))
-    assert d["sizes"] == {"pool": 149, "train": 30, "update": 149, "test": 40,
+    assert d["sizes"] == {"pool": 149, "train": 30, "update": 149, "val": 0, "test": 40,
                           "train_and_update": 30, "test_old_classes": 40}
     assert d["nominal_ratio"] == "1:5" and d["ratio"] == pytest.approx(30 / 149, abs=1e-6)
     assert d["per_class"]["update"] == CLASS_SIZES and d["per_class"]["test"] == [4] * 10
@@ -151,8 +171,10 @@ def test_on_the_embedded_digits():
     from flipsearch.data import load_dataset
 
     d = load_dataset("digits")
-    s = make_scenario(d, "exclusive-op", 0)
+    s = make_scenario(d, "exclusive-op", 0, val_fraction=0)
     assert (s.train_idx.numel(), s.update_idx.numel(), s.y_test.numel()) == (252, 1006, 539)
+    s = make_scenario(d, "exclusive-op", 0)  # 10 % of D_update's 1006 set aside first: 101
+    assert (s.train_idx.numel(), s.update_idx.numel(), s.val_idx.numel()) == (231, 926, 101)
 
 
 # ----------------------------------------------------------------------------- explicit
@@ -165,8 +187,15 @@ def test_explicit_scenario_from_npz(tmp_path):
         y = np.arange(n) % classes
         np.savez(tmp_path / f"{name}.npz", x=x, y=y)
         parts[name] = (x, y)
+    carved = explicit_scenario(str(tmp_path / "train.npz"), f"arrays:{tmp_path / 'update.npz'}",
+                               str(tmp_path / "test.npz"))  # validation carved from D_update: 1 of 9
+    assert carved.val_idx.numel() == 1 and carved.update_idx.numel() == 8
+    assert not set(carved.val_idx.tolist()) & set(carved.update_idx.tolist()) and carved.val_idx.min() >= 6
+    with_val = explicit_scenario(str(tmp_path / "train.npz"), str(tmp_path / "update.npz"),
+                                 str(tmp_path / "test.npz"), val_path=str(tmp_path / "test.npz"))
+    assert with_val.val_idx.tolist() == list(range(15, 19)) and with_val.y_val.tolist() == parts["test"][1].tolist()
     s = explicit_scenario(str(tmp_path / "train.npz"), f"arrays:{tmp_path / 'update.npz'}",
-                          str(tmp_path / "test.npz"))
+                          str(tmp_path / "test.npz"), val_fraction=0)
     assert s.arrangement == "explicit" and s.num_classes == 3
     assert s.num_old_classes == 2  # D_train holds classes 0 and 1 only
     assert s.train_idx.tolist() == list(range(6)) and s.update_idx.tolist() == list(range(6, 15))
@@ -194,7 +223,7 @@ def test_explicit_scenario_from_image_folders(tmp_path):
     tree(tmp_path / "up", ["ant", "cat", "zebra"], 3)
     tree(tmp_path / "te", ["ant", "cat", "zebra"], 1)
     s = explicit_scenario(str(tmp_path / "tr"), f"imagefolder:{tmp_path / 'up'}?size=8",
-                          str(tmp_path / "te"))
+                          str(tmp_path / "te"), val_fraction=0)
     # D_train's classes first (sorted), then the new one: old classes are a prefix
     assert s.dataset.class_names == ("cat", "zebra", "ant") and s.num_old_classes == 2
     assert s.x_train.shape == (4, 3, 8, 8)  # one ?size applies to all three trees

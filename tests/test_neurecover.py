@@ -13,7 +13,10 @@ from torch import nn
 
 from flipsearch.data.embedded import load_digits_dataset
 from flipsearch.errors import UsageError
-from flipsearch.methods import _swarm, get_method
+from flipsearch.methods import get_method
+from flipsearch.methods.neurecover import swarm as _swarm
+from flipsearch.methods.neurecover.reference import CEUpdateRef
+from flipsearch.references import DerivedCache
 from flipsearch.methods import neurecover as nr
 from flipsearch.methods._base import UpdateContext
 from flipsearch.models import build_model
@@ -215,9 +218,10 @@ def test_pso_velocity_is_clamped_to_its_bounds_literally():
 # --------------------------------------------------------------------------- the method on real training
 
 
-def _ctx(ref, m1, x, y, seed=0):
+def _ctx(ref, m1, x, y, seed=0, keys=None, cache=None):
     return UpdateContext(x, y, 10, 10, m1, lambda init: None, TrainRecipe(), seed, torch.device("cpu"),
-                         reference=lambda kind: ref)
+                         references={CEUpdateRef: ref}, reference_keys=keys or {},
+                         cache=cache if cache is not None else DerivedCache())
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +251,7 @@ def test_repair_wins_back_flips_on_the_digits(digits_update):
     ref, m1, xu, yu = digits_update
     before = copy.deepcopy(ref.model.state_dict())
     method = get_method("neurecover")
-    assert method.needs == frozenset({"ce_update"})
+    assert method.needs == (CEUpdateRef,)
     t0 = time.perf_counter()
     out = method.update(_ctx(ref, m1, xu, yu), method.resolve({}))
     seconds = time.perf_counter() - t0
@@ -386,7 +390,7 @@ def test_hyperparameters_are_declared_and_validated():
 def test_converged_update_localises_on_the_flips_against_m1(digits_update, monkeypatch):
     """When the last epoch degraded no training input (a converged update), the repair
     localises on I_neg itself instead of doing nothing."""
-    import flipsearch.methods.neurecover as nr
+    import flipsearch.methods.neurecover.method as nr
 
     real = nr.history_split
 
@@ -419,51 +423,41 @@ def _same(a, b):
 
 
 def test_trials_sharing_a_reference_reuse_its_preparation_bit_identically(digits_update, monkeypatch):
-    from flipsearch.references import ReferenceStore, _register
+    import flipsearch.methods.neurecover.localise as loc
+    import flipsearch.methods.neurecover.method as nrm
 
     ref, m1, xu, yu = digits_update
-    store = ReferenceStore()
-    # Copies registered as a store's reference models, as `ReferenceBuilder` hands them out
-    # (the fixture's own models stay unregistered for the other tests).
-    m2c = _register(copy.deepcopy(ref.model), store, "ce_update-test")
-    m1c = _register(copy.deepcopy(m1), store, "m1-test")
-    shared = types.SimpleNamespace(model=m2c, history=ref.history, repair_idx=ref.repair_idx,
-                                   train_idx=ref.train_idx)
+    cache = DerivedCache()  # a reference store's cache, shared by the trials of a worker
+    keys = {"m1": "m1-test", "ce_update": "ce_update-test"}  # the references' content addresses
     passes = {"prepare": 0, "collect": 0, "history": 0, "impacts": 0}
-    for name, attr in (("prepare", "prepare"), ("collect", "_collect"), ("history", "history_split"),
-                       ("impacts", "impacts")):
-        def counted(*a, _f=getattr(nr, attr), _n=name, **k):
+    for module, name, attr in ((nrm, "prepare", "prepare"), (nrm, "collect", "_collect"),
+                               (nrm, "history", "history_split"), (loc, "impacts", "impacts")):
+        def counted(*a, _f=getattr(module, attr), _n=name, **k):
             passes[_n] += 1
             return _f(*a, **k)
-        monkeypatch.setattr(nr, attr, counted)
+        monkeypatch.setattr(module, attr, counted)
 
     method = get_method("neurecover")
     hp1 = method.resolve({"reduction_rate": 0.1, "particles": 16, "iterations": 6})
     hp2 = method.resolve({"reduction_rate": 0.3, "particles": 24, "iterations": 5, "resample": "once"})
-    first = method.update(_ctx(shared, m1c, xu, yu, seed=2), hp1)
+    first = method.update(_ctx(ref, m1, xu, yu, seed=2, keys=keys, cache=cache), hp1)
     assert first.info["cache"] == "miss" and first.info["localised_total"] > 0
     assert passes == {"prepare": 1, "collect": 1, "history": 1, "impacts": 2}
 
     # A later trial with other hyperparameters on the same reference models (new objects
     # each trial, as a sweep loads them): no forward pass of the preparation again.
-    m2d = _register(copy.deepcopy(ref.model), store, "ce_update-test")
-    m1d = _register(copy.deepcopy(m1), store, "m1-test")
-    again = types.SimpleNamespace(**{**vars(shared), "model": m2d})
-    hit = method.update(_ctx(again, m1d, xu, yu, seed=5), hp2)
+    again = types.SimpleNamespace(model=copy.deepcopy(ref.model), history=ref.history, repair_idx=ref.repair_idx,
+                                  train_idx=ref.train_idx)
+    hit = method.update(_ctx(again, copy.deepcopy(m1), xu, yu, seed=5, keys=keys, cache=cache), hp2)
     assert hit.info["cache"] == "hit"
     assert passes == {"prepare": 1, "collect": 1, "history": 1, "impacts": 2}
     assert hit.info["localised_budget"] != first.info["localised_budget"]  # other rate, other budget
 
-    # Exactly what a fresh computation gives: with the cache cleared, and without a store.
-    store.derived.clear()
-    fresh = method.update(_ctx(again, m1d, xu, yu, seed=5), hp2)
+    # Exactly what a fresh computation gives: with the cache cleared, and without keys.
+    cache.clear()
+    fresh = method.update(_ctx(again, m1, xu, yu, seed=5, keys=keys, cache=cache), hp2)
     assert fresh.info["cache"] == "miss" and passes["prepare"] == 2
     _same(hit, fresh)
     plain = method.update(_ctx(ref, m1, xu, yu, seed=5), hp2)
     assert plain.info["cache"] == "off"
     _same(hit, plain)
-
-    # M2's weights written to since it was handed out: not served from the cache.
-    with torch.no_grad():
-        m2d.head[0].weight.mul_(1.0)
-    assert method.update(_ctx(again, m1d, xu, yu, seed=5), hp2).info["cache"] == "off"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from flipsearch.cli import _parse_settings, cli, main
+from flipsearch.cli import _config, _parse_settings, cli, main
 from flipsearch.errors import UsageError
 from flipsearch.objectives import parse_constraint, parse_objective
 from flipsearch.report.baselines import ce_baseline, noise_floor
@@ -24,15 +24,15 @@ from flipsearch.report.tables import paper1_table
 from flipsearch.results import ResultsWriter, read_results
 from flipsearch.search.space import load_space
 from flipsearch.storage import Storage
-from flipsearch.trial import DEFAULT_RECIPES, TrialConfig
+from flipsearch.config import TrialConfig
+from flipsearch.data import dataset_defaults
 
 OBJ = [parse_objective("accuracy_new:max"), parse_objective("nfr:min")]
-NO_SCALE = frozenset({"--dataset", "--set"})           # a `trial` CLI without --scale
 
 
 def row(method="ce", acc=0.9, nfr=0.02, seed=0, status="ok", trial=0, arrangement="exclusive-op", **hp):
     """One result row as a sweep writes it (digits recipe, accuracy_old 0.8)."""
-    recipe = DEFAULT_RECIPES["digits"].as_dict()
+    recipe = dataset_defaults("digits").recipe.as_dict()
     r = {"study": f"digits__{arrangement}__small", "trial_number": trial, "dataset": "digits",
          "arrangement": arrangement, "model": "small", "method": method, "seed": seed, "old_fraction": 0.5,
          "critical_classes": "", "status": status, "error": "" if status == "ok" else "boom",
@@ -86,7 +86,7 @@ def test_constraint_changes_the_pick_and_failed_rows_never_win(constraints, expe
 def test_infeasible_names_the_binding_constraint_and_the_closest_point():
     configs = aggregate_seeds(three_points())
     cons = [parse_constraint("nfr<=0.001"), parse_constraint("accuracy_new>=0.5")]
-    rec = recommend("s", configs, OBJ, cons, flags=NO_SCALE)
+    rec = recommend("s", configs, OBJ, cons)
     assert not rec.feasible
     assert [str(c) for c in rec.binding] == ["nfr<=0.001"]       # accuracy_new>=0.5 holds everywhere
     assert rec.point["hp_lambda_c"] == 3.0                        # smallest NFR: closest to the bound
@@ -137,19 +137,19 @@ def _rebuild(command: str) -> tuple[dict, TrialConfig]:
     """Parse `command` with the real `trial` command and rebuild its TrialConfig."""
     argv = shlex.split(command)
     assert argv[:2] == ["flipsearch", "trial"]
-    p = cli.commands["trial"].make_context("trial", argv[2:]).params
-    cfg = TrialConfig(dataset=p["dataset"], arrangement=p["arrangement"], method=p["method"], seed=p["seed"],
-                      model=p["model"], old_fraction=p["old_fraction"],
-                      critical_classes=tuple(int(c) for c in (p["critical_classes"] or "").split(",") if c))
-    return p, cfg.with_settings(_parse_settings(p["settings"]))
+    p = dict(cli.commands["trial"].make_context("trial", argv[2:]).params)
+    settings = p.pop("settings")
+    p.pop("save_model"), p.pop("as_json")
+    p["critical_classes"] = tuple(int(c) for c in (p["critical_classes"] or "").split(",") if c)
+    return p, _config(**p).with_settings(_parse_settings(settings))
 
 
 def test_trial_command_reproduces_hparams_recipes_and_scenario():
     r = row("bct", 0.9, 0.01, seed=3, arrangement="class-incremental", lambda_c=0.123456789012345,
             variant="strict-imitation", dissonance_scale="batch")
     r.update(m1_epochs=3, update_epochs=3, update_lr=0.01, update_augment=True, critical_classes="3,5",
-             old_fraction=0.4, hp_k=float("nan"))               # another method's hyperparameter: ignored
-    command, notes = trial_command(pd.Series(r), {"data_root": "/data/x y"}, flags=NO_SCALE)
+             old_fraction=0.4, hp_k=float("nan"), data_root="/data/x y")  # hp_k: another method's: ignored
+    command, notes = trial_command(pd.Series(r))
     assert "--set epochs=3" in command and "--set update.lr=0.01" in command and "m1.lr" not in command
     params, cfg = _rebuild(command)
     assert cfg.hparams == {"lambda_c": 0.123456789012345, "variant": "strict-imitation",
@@ -161,11 +161,10 @@ def test_trial_command_reproduces_hparams_recipes_and_scenario():
 
 
 def test_trial_command_and_scale():
-    r = pd.Series(row("ce"))
-    command, notes = trial_command(r, {"scale": 0.05}, flags=NO_SCALE)
-    assert "--scale" not in command and "scale 0.05" in notes[0]
-    command, notes = trial_command(r, {"scale": 0.05}, flags=NO_SCALE | {"--scale"})
-    assert "--scale 0.05" in command and notes == []
+    command, notes = trial_command(pd.Series(row("ce")))
+    assert "--scale" not in command and notes == []
+    command, notes = trial_command(pd.Series(dict(row("ce"), scale=0.05, test_scale=0.5)))
+    assert "--scale 0.05" in command and "--test-scale 0.5" in command and notes == []
 
 
 def test_hparams_of_types_values_by_schema():
@@ -185,7 +184,7 @@ def test_report_files_on_hand_made_sweep(tmp_path):
             row("bct", 0.93, 0.012, arrangement="exclusive-dev", lambda_c=1.0),
             row("ce", 0.94, 0.030, arrangement="exclusive-dev")]
     out = sweep_dir(tmp_path, [dict(r, trial_number=i) for i, r in enumerate(rows)])
-    rep = build_report(out, constraints=["nfr<=0.015"], flags=NO_SCALE)
+    rep = build_report(out, constraints=["nfr<=0.015"])
     op = next(s for s in rep.scenarios if s.arrangement == "exclusive-op")
     assert list(op.front["hp_lambda_c"]) == [1.0]                 # the constrained front
     assert op.recommendation.feasible and op.recommendation.point["hp_lambda_c"] == 1.0
@@ -201,7 +200,7 @@ def test_report_files_on_hand_made_sweep(tmp_path):
     md = (tmp_path / "rep" / "summary.md").read_text()
     assert "![" in md and "front-digits__exclusive-op__small.png" in md and "--set lambda_c=1.0" in md
     # Without the constraint the front has the trade-off: (0.95, 0.03), (0.92, 0.01) — ce 0.91/0.024 is dominated.
-    rep = build_report(out, flags=NO_SCALE)
+    rep = build_report(out)
     op = next(s for s in rep.scenarios if s.arrangement == "exclusive-op")
     assert list(op.front["hp_lambda_c"]) == [0.2, 1.0]
 
@@ -212,7 +211,7 @@ def test_three_objectives_and_bad_objectives(tmp_path):
     rows[2]["bec"] = 0.9                                            # same acc/nfr as row 1, better BEC
     out = sweep_dir(tmp_path, [dict(r, trial_number=i) for i, r in enumerate(rows)])
     objs = ["accuracy_new:max", "nfr:min", "bec:max"]
-    rep = build_report(out, objectives=objs, flags=NO_SCALE)
+    rep = build_report(out, objectives=objs)
     front = rep.scenarios[0].front
     assert sorted(front["trial_number"]) == [0, 2]                  # row 1 loses on BEC, row 3 everywhere
     df = read_results(out)
@@ -240,16 +239,18 @@ def test_presets_validate_and_scale_down():
     assert {(s.dataset, s.arrangement, s.model) for s in paper.scenarios} == {
         (d, a, "cnn8") for d in ("cifar10", "fashion-mnist")
         for a in ("exclusive-op", "exclusive-dev", "inclusive-1-5", "inclusive-4-5")}
-    assert paper.recipes()[1] == {"epochs": 5, "batch_size": 128}
+    upd = paper.templates["fashion-mnist__exclusive-op__cnn8"].update_recipe
+    assert (upd.epochs, upd.batch_size) == (5, 128)
     mpt = load_space("search_spaces/mpt-cifar100.yaml")
     assert [(s.dataset, s.arrangement, s.model) for s in mpt.scenarios] == [("cifar100", "class-incremental", "resnet18")]
     assert mpt.methods["mpt"]["k"].grid_values() == [0, 1, 2, 4]
     assert sorted(mpt.methods["mpt"]["distance"].grid_values()) == ["kl", "lm"]
-    m1, upd = mpt.recipes()
-    assert m1 == upd and (upd["epochs"], upd["lr"], upd["momentum"], upd["weight_decay"], upd["schedule"],
-                          upd["augment"], upd["batch_size"]) == (100, 0.1, 0.9, 5e-4, "cosine", True, 128)
+    m1, upd = next(iter(mpt.templates.values())).recipes()
+    assert m1 == upd and (upd.epochs, upd.lr, upd.momentum, upd.weight_decay, upd.schedule,
+                          upd.augment, upd.batch_size) == (100, 0.1, 0.9, 5e-4, "cosine", True, 128)
     small = load_space("search_spaces/mpt-cifar100.yaml", {"scenario": {"scale": 0.05, "training": {"epochs": 2}}})
-    assert small.scenario_options["scale"] == 0.05 and small.recipes()[0]["epochs"] == 2
+    tmpl = next(iter(small.templates.values()))
+    assert tmpl.scale == 0.05 and tmpl.m1_recipe.epochs == 2
 
 
 # ------------------------------------------------------------------ one real sweep

@@ -386,21 +386,23 @@ def load_part(text: str) -> Part:
     return make_part(arrays["x"], arrays["y"], str(path))
 
 
-def load_explicit(train_path: str, update_path: str, test_path: str
-                  ) -> tuple[Dataset, int, int, int]:
-    """Load three explicit splits; returns (dataset, n_train, n_update, num_old_classes).
+def load_explicit(train_path: str, update_path: str, test_path: str, val_path: str | None = None
+                  ) -> tuple[Dataset, int, int, int, int]:
+    """Load three (or, with a validation split, four) explicit splits; returns
+    (dataset, n_train, n_update, n_val, num_old_classes).
 
-    The dataset's pool is D_train followed by D_update, normalised with the pool's
+    The dataset's pool is D_train, then D_update, then the validation split (if given),
+    normalised with the pool's
     statistics. When all three are image trees they are decoded together so they share
     one colour mode and size (a `?size=N` on any of them applies to all). num_old_classes is the number of classes D_train covers as a
     prefix: len(D_train's class names) for named classes (listed first), else max id + 1.
     """
-    texts = (train_path, update_path, test_path)
+    texts = (train_path, update_path, test_path) + ((val_path,) if val_path else ())
     dirs = [parse_path_spec(_strip_prefix(t)) for t in texts]
     if all(p.is_dir() for p, _ in dirs):
         sizes = {image_size_option(opts, DEFAULT_IMAGE_SIZE) for _, opts in dirs if "size" in opts}
         if len(sizes) > 1:
-            raise UsageError(f"the three image folders ask for different sizes {sorted(sizes)}; "
+            raise UsageError(f"the explicit image folders ask for different sizes {sorted(sizes)}; "
                              "give one ?size=N")
         size = sizes.pop() if sizes else DEFAULT_IMAGE_SIZE
         scans = [scan_tree(p) for p, _ in dirs]
@@ -410,19 +412,23 @@ def load_explicit(train_path: str, update_path: str, test_path: str
                  for i, s in enumerate(scans)]
     else:
         parts = [load_part(t) for t in texts]
-    train, update, test = parts
+    train, update, test = parts[:3]
+    val = parts[3] if len(parts) > 3 else None
     if train.kind != update.kind or train.x.shape[1:] != update.x.shape[1:]:
         raise UsageError(f"D_train ({train.source}: {train.kind}s {train.x.shape[1:]}) and D_update "
                          f"({update.source}: {update.kind}s {update.x.shape[1:]}) do not match")
     if train.x.shape[0] == 0 or update.x.shape[0] == 0:
         raise UsageError(f"{train.source if train.x.shape[0] == 0 else update.source} holds no samples")
+    if val is not None and (val.kind != train.kind or val.x.shape[1:] != train.x.shape[1:] or val.x.shape[0] == 0):
+        raise UsageError(f"the validation split {val.source} does not match D_train or holds no samples")
     ids, names, num = encode_labels(parts)
-    pool = Part(np.concatenate([train.x, update.x]), np.concatenate([train.y, update.y]),
-                train.kind, f"{train.source} + {update.source}")
-    pool_ids = np.concatenate([ids[0], ids[1]])
+    members = [train, update] + ([val] if val is not None else [])
+    pool = Part(np.concatenate([m.x for m in members]), np.concatenate([m.y for m in members]),
+                train.kind, " + ".join(m.source for m in members))
+    pool_ids = np.concatenate([ids[0], ids[1]] + ([ids[3]] if val is not None else []))
     dataset = assemble("explicit", pool, test, [pool_ids, ids[2]], names, num)
     if train.y.dtype.kind == "U":
         num_old = len(np.unique(train.y))
     else:
         num_old = int(ids[0].max()) + 1
-    return dataset, train.x.shape[0], update.x.shape[0], num_old
+    return dataset, train.x.shape[0], update.x.shape[0], 0 if val is None else val.x.shape[0], num_old

@@ -1,39 +1,59 @@
-"""Update methods by name. Each declares its hyperparameter schema (`hparams`)."""
+"""Update methods by name. Each declares its hyperparameter schema (`hparams`) and
+registers itself with `@register_method`; a new loss-based method is one new module.
+
+Built-in methods live in this package. A user's method is named `module.path:name` (like a
+model factory): importing the module registers it, on the driver and on every Ray worker.
+Installed packages can also expose methods through the `flipsearch.methods` entry point
+group (each entry point names a module to import).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from ..errors import UsageError
-from ._base import HParam, LossMethod, Teacher, UpdateContext, UpdateMethod, UpdateResult
-from .ce import CE
+from ._base import (_REGISTRY, HParam, LossMethod, Teacher, UpdateContext, UpdateMethod, UpdateResult,
+                    register_method)
+
+_BUILTIN = ("ce", "bct", "fd", "mpt", "neurecover")
+_loaded = False
 
 
-def _registry() -> dict[str, UpdateMethod]:
-    methods: list[type[UpdateMethod]] = [CE]
-    from .bct import BCT
-    from .fd import FocalDistillation
-    from .mpt import MPT
-    from .neurecover import NeuRecover
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in _BUILTIN:
+        importlib.import_module(f"{__name__}.{module}")
+    from importlib.metadata import entry_points
 
-    methods += [BCT, FocalDistillation, MPT, NeuRecover]
-    return {m.name: m() for m in methods}
-
-
-_METHODS: dict[str, UpdateMethod] | None = None
+    for ep in entry_points(group="flipsearch.methods"):
+        ep.load()
 
 
 def methods() -> dict[str, UpdateMethod]:
-    global _METHODS
-    if _METHODS is None:
-        _METHODS = _registry()
-    return _METHODS
+    """Every registered method by name (built-ins first)."""
+    _load()
+    return dict(_REGISTRY)
 
 
 def get_method(name: str) -> UpdateMethod:
-    table = methods()
-    if name not in table:
-        raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(table)}")
-    return table[name]
+    """The method called `name`, or `module.path:name` for a method in a user module."""
+    _load()
+    module, sep, short = str(name).rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise UsageError(f"cannot import method module {module!r} ({e}); put it on PYTHONPATH") from None
+        if short not in _REGISTRY:
+            raise UsageError(f"module {module!r} registers no update method {short!r}")
+        return _REGISTRY[short]
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown method {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
 
 
 __all__ = ["HParam", "LossMethod", "Teacher", "UpdateContext", "UpdateMethod", "UpdateResult",
-           "get_method", "methods"]
+           "get_method", "methods", "register_method"]

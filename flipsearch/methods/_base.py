@@ -7,7 +7,6 @@ through `UpdateContext`, never trained by a method for itself, so a sweep trains
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
@@ -15,9 +14,10 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from ..references import reference_logits
-from ..train import Batch, FitResult, LossFn, TrainRecipe, fit
+from ..errors import FlipsearchError, UsageError
+from ..references import DerivedCache, Reference
+from ..train import Batch, FitResult, LossFn, TrainRecipe, fit, predict_logits
+from ..values import as_bool, as_float, as_int
 
 
 @dataclass(frozen=True)
@@ -39,32 +39,25 @@ class HParam:
 
     def validate(self, value: Any, where: str = "") -> Any:
         """Coerce `value` to this parameter's type, or raise a one-line `UsageError`."""
-        where = f"{where}: " if where else ""
+        label = f"{where}: {self.name}" if where else self.name
         if self.kind == "choice":
             if value not in self.choices:
-                raise UsageError(f"{where}{self.name}={value!r} is not allowed; choose one of {list(self.choices)}")
+                raise UsageError(f"{label}={value!r} is not allowed; choose one of {list(self.choices)}")
             return value
         if self.kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-                return value.lower() in ("true", "1", "yes")
-            raise UsageError(f"{where}{self.name}={value!r} is not a boolean (true/false)")
-        try:
-            if isinstance(value, bool):
-                raise ValueError
-            num = float(value)
-            if self.kind == "int":
-                if num != int(num):
-                    raise ValueError
-                num = int(num)
-        except (TypeError, ValueError):
-            raise UsageError(f"{where}{self.name}={value!r} is not a{'n integer' if self.kind == 'int' else ' number'}") from None
-        if isinstance(num, float) and not math.isfinite(num):
-            raise UsageError(f"{where}{self.name}={value!r} must be finite")
+            return as_bool(value, label)
+        num = as_int(value, label) if self.kind == "int" else as_float(value, label)
         if (self.low is not None and num < self.low) or (self.high is not None and num > self.high):
-            raise UsageError(f"{where}{self.name}={value!r} is outside its legal range {self.range_text()}")
+            raise UsageError(f"{label}={value!r} is outside its legal range {self.range_text()}")
         return num
+
+    @property
+    def python_type(self) -> type:
+        """The Python type of a validated value (a choice's type is that of its choices)."""
+        if self.kind == "choice":
+            kinds = {type(c) for c in self.choices}
+            return kinds.pop() if len(kinds) == 1 else str
+        return {"float": float, "int": int, "bool": bool}[self.kind]
 
     def range_text(self) -> str:
         if self.kind == "choice":
@@ -87,9 +80,12 @@ class UpdateContext:
     `old_model` is M1 (eval mode, on `device`), with `num_old_classes` outputs.
     `new_model(init)` builds a model with `num_classes` outputs: a copy of M1 when
     `init == "old"` (old-class rows copied when classes were added), else fresh weights.
-    `reference(kind)` returns a shared reference model ("phi_new": CE-trained from scratch
-    on D_update; "ce_update": the plain CE update of M1 with its last two epochs' weights
-    in `.history`), built once per scenario and recipe by the caller.
+    `references` holds exactly the reference models the method declared in `needs`, built
+    once per scenario and recipe by the caller (`reference(PhiNew)`); `reference_keys` are
+    their content addresses (and M1's, under "m1"), which key the derived values a method
+    keeps in `cache` (teacher logits, NeuRecover's preparation) across the trials of a
+    worker. `epoch_end(epoch, loss, model)` is called after every update epoch and returns
+    True to stop training there (early stopping).
     """
 
     x_update: torch.Tensor
@@ -101,20 +97,30 @@ class UpdateContext:
     recipe: TrainRecipe
     seed: int
     device: torch.device
-    reference: Callable[[str], Any] = lambda kind: (_ for _ in ()).throw(KeyError(kind))
-    progress: Callable[[int, float], None] | None = None
-    _old_logits: torch.Tensor | None = field(default=None, repr=False)
+    references: dict[type, Any] = field(default_factory=dict)
+    reference_keys: dict[str, str] = field(default_factory=dict)
+    cache: DerivedCache = field(default_factory=DerivedCache)
+    epoch_end: Callable[[int, float, nn.Module], bool] | None = None
+
+    def reference(self, kind: type[Reference]) -> Any:
+        if kind not in self.references:
+            raise FlipsearchError(f"reference {kind.kind!r} was not prepared: the method must list it in `needs`")
+        return self.references[kind]
+
+    def teacher_logits(self, name: str, model: nn.Module) -> torch.Tensor:
+        """`model`'s logits over D_update, computed once per reference model (`name` is "m1"
+        or a reference kind) and shared through `cache` by later trials of this worker."""
+        key = self.reference_keys.get(name)
+        value, _ = self.cache.get(("logits", key, "update") if key else None,
+                                  lambda: predict_logits(model, self.x_update))
+        return value
 
     def old_logits(self) -> torch.Tensor:
-        """M1's logits over D_update, computed once and reused by every epoch (and by every
-        later trial of this process that loads the same M1: `reference_logits`)."""
-        if self._old_logits is None:
-            self._old_logits = reference_logits(self.old_model, self.x_update)
-        return self._old_logits
+        return self.teacher_logits("m1", self.old_model)
 
     def fit(self, model: nn.Module, loss_fn: LossFn, keep_history: int = 0) -> FitResult:
         return fit(model, self.x_update, self.y_update, self.recipe, seed=self.seed,
-                   loss_fn=loss_fn, keep_history=keep_history, progress=self.progress)
+                   loss_fn=loss_fn, keep_history=keep_history, epoch_end=self.epoch_end)
 
 
 @dataclass
@@ -128,9 +134,9 @@ class Teacher:
     """A frozen model's logits for a batch: looked up from a one-off pass over the
     training tensors when the batch is not augmented, computed in inference mode when it is."""
 
-    def __init__(self, model: nn.Module, cached_logits: torch.Tensor | None, x_all: torch.Tensor):
+    def __init__(self, model: nn.Module, cached_logits: torch.Tensor):
         self.model = model.eval()
-        self.cached = cached_logits if cached_logits is not None else reference_logits(model, x_all)
+        self.cached = cached_logits
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         if not batch.augmented:
@@ -139,14 +145,28 @@ class Teacher:
             return self.model(batch.x).float()
 
 
+_REGISTRY: dict[str, "UpdateMethod"] = {}
+
+
+def register_method(cls: type["UpdateMethod"]) -> type["UpdateMethod"]:
+    """Class decorator: make `cls` available by its `name` (`get_method`, sweeps, the CLI).
+    A method in a user module is named `module.path:name` in a config, so that every Ray
+    worker imports the module (which registers it) before looking the name up."""
+    if cls.name in _REGISTRY and type(_REGISTRY[cls.name]) is not cls:
+        raise FlipsearchError(f"two update methods are named {cls.name!r}")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
 class UpdateMethod(ABC):
-    """An update strategy. Subclasses set `name`, `summary` and `hparams`."""
+    """An update strategy. Subclasses set `name`, `summary` and `hparams`, and register
+    with `@register_method`."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
     hparams: ClassVar[tuple[HParam, ...]] = ()
-    # Reference models this method needs besides M1 ("phi_new", "ce_update").
-    needs: ClassVar[frozenset[str]] = frozenset()
+    # Reference models this method needs besides M1 (`Reference` subclasses, e.g. PhiNew).
+    needs: ClassVar[tuple[type[Reference], ...]] = ()
 
     def resolve(self, given: dict[str, Any], where: str = "") -> dict[str, Any]:
         """Defaults overlaid with `given`, each validated; unknown names are an error."""
@@ -157,6 +177,10 @@ class UpdateMethod(ABC):
                 raise UsageError(f"{where + ': ' if where else ''}method {self.name!r} has no hyperparameter "
                                  f"{k!r}; it has: {allowed}")
         return {h.name: h.validate(given.get(h.name, h.default), where) for h in self.hparams}
+
+    def check(self, config) -> None:
+        """Refuse a `TrialConfig` this method cannot run (one-line `UsageError`), before any
+        training; the default accepts every config."""
 
     @abstractmethod
     def update(self, ctx: UpdateContext, hp: dict[str, Any]) -> UpdateResult:

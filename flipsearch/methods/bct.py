@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import HParam, LossMethod, Teacher
+from ._base import HParam, LossMethod, Teacher, register_method
 from .ce import INIT
 
 VARIANTS = ("new-error", "strict-imitation")
@@ -67,6 +67,7 @@ def bct_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, y: torch.Tensor
     return base + lambda_c * (total / denom)
 
 
+@register_method
 class BCT(LossMethod):
     name = "bct"
     summary = "backward-compatibility training (BCML): CE + lambda_c·dissonance on the samples M1 gets right"
@@ -81,7 +82,7 @@ class BCT(LossMethod):
     )
 
     def make_loss(self, ctx, hp):
-        teacher = Teacher(ctx.old_model, ctx.old_logits(), ctx.x_update)
+        teacher = Teacher(ctx.old_model, ctx.old_logits())
         lam, variant, scale = hp["lambda_c"], hp["variant"], hp["dissonance_scale"]
 
         def loss_fn(logits, batch):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..train import cross_entropy
-from ._base import HParam, LossMethod
+from ._base import HParam, LossMethod, register_method
 
 INIT = HParam("init", "choice", "old", choices=("old", "scratch"),
               help="old: fine-tune M1 (paper 1); scratch: train a fresh model (MPT)")
 
 
+@register_method
 class CE(LossMethod):
     name = "ce"
     summary = "plain cross-entropy retraining on D_update (No Treatment baseline)"

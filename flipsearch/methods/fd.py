@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._base import HParam, LossMethod, Teacher
+from ._base import HParam, LossMethod, Teacher, register_method
 from .ce import INIT
 
 DISTANCES = ("lm", "kl")
@@ -93,6 +93,7 @@ TAU_SQUARED = HParam("tau_squared", "bool", False,
                      help="multiply the kl distance by tau² (Hinton-style gradient scale; PCT code)")
 
 
+@register_method
 class FocalDistillation(LossMethod):
     name = "fd"
     summary = "focal distillation from M1 (PCT): CE + lambda·mean[(alpha + beta·[M1 correct])·D(M2, M1)]"
@@ -102,7 +103,7 @@ class FocalDistillation(LossMethod):
     )
 
     def make_loss(self, ctx, hp):
-        teacher = Teacher(ctx.old_model, ctx.old_logits(), ctx.x_update)
+        teacher = Teacher(ctx.old_model, ctx.old_logits())
         lam, alpha, beta = hp["lambda"], hp["alpha"], hp["beta"]
         distance, tau, tau_sq = hp["distance"], hp["tau"], hp["tau_squared"]
 

@@ -27,8 +27,9 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
+from ..references import PhiNew
 from ..errors import FlipsearchError
-from ._base import HParam, LossMethod, Teacher, UpdateResult
+from ._base import HParam, LossMethod, Teacher, UpdateResult, register_method
 from .ce import INIT
 from .fd import ALPHA, BETA, DISTANCE, TAU, TAU_SQUARED, focal_distillation
 
@@ -57,11 +58,12 @@ def mpt_loss(logits: torch.Tensor, y: torch.Tensor, old_logits: torch.Tensor, ph
     return loss
 
 
+@register_method
 class MPT(LossMethod):
     name = "mpt"
     summary = ("margin preserving training: CE with +k on new-class logits (training only) "
                "+ focal distillation from M1 and from phi_new")
-    needs = frozenset({"phi_new"})
+    needs = (PhiNew,)
     hparams = (
         HParam("k", "float", 4.0, low=0.0, high=20.0,
                help="bias added to new-class logits inside the training loss (reference grid 0,1,2,4)"),
@@ -72,9 +74,9 @@ class MPT(LossMethod):
     )
 
     def make_loss(self, ctx, hp):
-        phi = ctx.reference("phi_new")
-        old = Teacher(ctx.old_model, ctx.old_logits(), ctx.x_update)
-        new = Teacher(phi, None, ctx.x_update)
+        phi = ctx.reference(PhiNew)
+        old = Teacher(ctx.old_model, ctx.old_logits())
+        new = Teacher(phi, ctx.teacher_logits(PhiNew.kind, phi))
         if new.cached.shape[1] != ctx.num_classes:
             raise FlipsearchError(f"reference model phi_new has {new.cached.shape[1]} outputs, "
                                   f"expected {ctx.num_classes}; rebuild the reference cache")

@@ -166,11 +166,11 @@ def _check_columns(df: pd.DataFrame, objectives: Sequence[Objective], constraint
 
 def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
                  constraints: Iterable[Constraint | str] | None = None,
-                 flags: frozenset[str] | None = None) -> Report:
+                 progress=None) -> Report:
     """Compute the whole report of the sweep in `out` (a path or URI), writing nothing.
 
     `objectives` / `constraints` default to the sweep's (sweep.json); given ones replace
-    them. `flags`: the options `flipsearch trial` accepts (default: read from the CLI).
+    them. `progress(step, done, total)` is told how far it is.
     Raises a one-line `UsageError` for an empty or non-sweep directory or a metric the
     results do not have."""
     storage = Storage.open(out)
@@ -187,8 +187,7 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     order = list(dict.fromkeys([k for k in meta.get("scenarios") or () if (keys == k).any()] + sorted(set(keys))))
     searched = meta.get("methods") or {}
     colors = method_colors(list(searched) + sorted(set(df["method"].astype(str))))
-    scen_opts = meta.get("scenario_options") or {}
-    scenarios = [_scenario(key, df[keys == key], objs, cons, searched, scen_opts, colors, flags) for key in order]
+    scenarios = [_scenario(key, df[keys == key], objs, cons, searched, colors) for key in order]
     table = paper1_table(df, objs, cons, searched, order)
     hv = hypervolume_png({s.key: s.hypervolume for s in scenarios}, objs)
     counts = {k: int(v) for k, v in df["status"].value_counts().items()}
@@ -196,8 +195,7 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
                   scenarios, table, hv, counts, searched)
 
 
-def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, scen_opts, colors,
-              flags) -> ScenarioReport:
+def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, colors) -> ScenarioReport:
     first = rows.iloc[0]
     ok = rows[rows["status"] == "ok"]
     front = pareto_front(rows, objectives, constraints)
@@ -209,7 +207,7 @@ def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, s
     ordered = rows.sort_values("trial_number", kind="stable") if "trial_number" in rows.columns else rows
     reference = default_reference(rows, objectives)
     hv = hypervolume_history(ordered, objectives, reference, constraints=constraints)
-    rec = recommend(key, configs, objectives, constraints, scen_opts, flags)
+    rec = recommend(key, configs, objectives, constraints)
     title = f"{first.get('dataset')} / {first.get('arrangement')} / {first.get('model')}"
     plot = FrontPlotData(title, ok, front.index, feasible_mask(ok, constraints), objectives, constraints, m1,
                          {m: b for m, b in noise.items() if m in metrics}, baseline, colors, len(rows))

@@ -23,21 +23,26 @@ from typing import Any
 import yaml
 
 from ..arrangements import ARRANGEMENTS
+from ..config import TrialConfig
+from ..data import canonical_dataset, dataset_defaults
 from ..errors import UsageError
 from ..methods import HParam, get_method, methods
 from ..models import MODELS
 from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constraint, parse_objective
-from ..train import TrainRecipe
 
 TOP_KEYS = {"name", "include", "scenario", "objectives", "constraints", "search", "methods"}
-SCENARIO_KEYS = {"datasets", "arrangements", "models", "seeds", "old_fraction", "critical_classes",
-                 "critical_mask", "data_root", "download", "old_model", "explicit", "training",
-                 "m1_training", "update_training", "scale"}
+# A scenario block: lists that span the studies, TrialConfig's own scenario fields, recipes.
+SCENARIO_LISTS = {"datasets", "arrangements", "models", "seeds"}
+SCENARIO_FIELDS = {"old_fraction", "val_fraction", "scale", "test_scale", "critical_classes", "critical_mask",
+                   "data_root", "download", "old_model", "explicit", "val_path"}
+TRAINING_KEYS = ("training", "m1_training", "update_training")
+SCENARIO_KEYS = SCENARIO_LISTS | SCENARIO_FIELDS | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
-               "population_size", "max_failures"}
+               "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
+               "replicates", "pack"}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
+SCHEDULERS = ("fifo", "mo-asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-BUILTIN_DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100")
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,17 @@ class SearchSpace:
     gpus_per_trial: float = 0.0
     population_size: int | None = None
     max_failures: int = 2
-    scenario_options: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "fifo"
+    reduction_factor: int = 3
+    grace_period: int = 1
+    replicates: int = 0
+    pack: int = 1
+    scenario_options: dict[str, Any] = field(default_factory=dict)  # the scenario block, as written
+    templates: dict[str, TrialConfig] = field(default_factory=dict)  # study key -> its scenario's config
+
+    def config(self, key: str, method: str, hparams: dict[str, Any], seed: int) -> TrialConfig:
+        """The trial config of one suggestion in the study `key` (validated once, here)."""
+        return self.templates[key].replace(method=method, hparams=hparams, seed=seed)
 
     def suggest(self, trial) -> tuple[str, dict[str, Any], int]:
         """Define-by-run sampling: the method is a categorical, its hyperparameters are
@@ -124,11 +139,6 @@ class SearchSpace:
                         point["seed"] = seed
                     points.append(point)
         return points
-
-    def recipes(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        o = self.scenario_options
-        shared = dict(o.get("training") or {})
-        return {**shared, **(o.get("m1_training") or {})}, {**shared, **(o.get("update_training") or {})}
 
 
 def load_space(path: str | list[str], overrides: dict[str, Any] | None = None) -> SearchSpace:
@@ -201,12 +211,12 @@ def validate(raw: dict, path: str) -> SearchSpace:
         raise UsageError(f"{where}: name {name!r} must be letters, digits, '-', '_' or '.', not a path")
 
     scen = _section(raw, "scenario", SCENARIO_KEYS, where)
-    datasets = [str(d) for d in _as_list(scen.get("datasets", ["digits"]), where)]
-    for d in datasets:
-        if d not in BUILTIN_DATASETS and not d.startswith(("imagefolder:", "arrays:")):
-            raise UsageError(f"{where}: scenario.datasets: unknown dataset {d!r}; choose from "
-                             f"{', '.join(BUILTIN_DATASETS)}, imagefolder:PATH, arrays:PATH")
-    arrangements = [str(a) for a in _as_list(scen.get("arrangements", ["exclusive-op"]), where)]
+    try:
+        datasets = [canonical_dataset(_named(d, "scenario.datasets")) for d in _as_list(scen.get("datasets", ["digits"]), where)]
+    except UsageError as e:
+        raise UsageError(f"{where}: scenario.datasets: {e}") from None
+    arrangements = [_named(a, f"{where}: scenario.arrangements")
+                    for a in _as_list(scen.get("arrangements", ["exclusive-op"]), where)]
     if scen.get("explicit"):
         arrangements = ["explicit"]
     for a in arrangements:
@@ -220,17 +230,9 @@ def validate(raw: dict, path: str) -> SearchSpace:
     seeds = _as_list(scen.get("seeds", [0]), where)
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
         raise UsageError(f"{where}: scenario.seeds must be a list of non-negative integers, got {seeds!r}")
-    of = scen.get("old_fraction", 0.5)
-    if not isinstance(of, (int, float)) or not 0 < of < 1:
-        raise UsageError(f"{where}: scenario.old_fraction={of!r} must be a number in (0, 1)")
-    for key in ("training", "m1_training", "update_training"):
-        block = scen.get(key) or {}
-        if not isinstance(block, dict):
+    for key in TRAINING_KEYS:
+        if not isinstance(scen.get(key) or {}, dict):
             raise UsageError(f"{where}: scenario.{key} must be a mapping of training settings")
-        try:
-            TrainRecipe().with_overrides(**block)
-        except UsageError as e:
-            raise UsageError(f"{where}: scenario.{key}: {e}") from None
 
     methods_raw = raw.get("methods")
     if not isinstance(methods_raw, dict) or not methods_raw:
@@ -238,9 +240,10 @@ def validate(raw: dict, path: str) -> SearchSpace:
                          "to its hyperparameters")
     parsed: dict[str, dict[str, Dist]] = {}
     for mname, params in methods_raw.items():
-        method = get_method(str(mname)) if str(mname) in methods() else None
-        if method is None:
-            raise UsageError(f"{where}: methods: unknown method {mname!r}; choose from {', '.join(methods())}")
+        try:
+            method = get_method(str(mname))
+        except UsageError as e:
+            raise UsageError(f"{where}: methods: {e}") from None
         params = params or {}
         if not isinstance(params, dict):
             raise UsageError(f"{where}: methods.{mname} must map hyperparameters to values or distributions")
@@ -261,6 +264,10 @@ def validate(raw: dict, path: str) -> SearchSpace:
     if sampler not in SAMPLERS:
         raise UsageError(f"{where}: search.sampler={sampler!r}; choose from {', '.join(SAMPLERS)}")
 
+    scheduler = search.get("scheduler", "fifo")
+    if scheduler not in SCHEDULERS:
+        raise UsageError(f"{where}: search.scheduler={scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+
     def num(key, default, lo, kind=int):
         v = search.get(key, default)
         if v is None:
@@ -276,12 +283,42 @@ def validate(raw: dict, path: str) -> SearchSpace:
         trials_per_scenario=num("trials_per_scenario", 8, 1), search_seed=num("seed", 0, 0),
         concurrency=num("concurrency", 2, 1), cpus_per_trial=num("cpus_per_trial", 1, 0, float),
         gpus_per_trial=num("gpus_per_trial", 0, 0, float), population_size=num("population_size", None, 2),
-        max_failures=num("max_failures", 2, 0),
-        scenario_options={k: v for k, v in scen.items() if k not in ("datasets", "arrangements", "models", "seeds")},
+        max_failures=num("max_failures", 2, 0), scheduler=scheduler,
+        reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
+        replicates=num("replicates", 0, 0), pack=num("pack", 1, 1),
+        scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
+    space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}
     if sampler == "grid":
         space.trials_per_scenario = len(space.grid())
     return space
+
+
+def _template(sc: ScenarioSpec, seed: int, method: str, scen: dict, where: str) -> TrialConfig:
+    """The scenario's `TrialConfig` (every option of the block validated, recipes resolved
+    over the dataset's defaults): trials differ from it only in method, hyperparameters, seed."""
+    try:
+        base = dataset_defaults(sc.dataset).recipe
+        shared = scen.get("training") or {}
+        recipes = {f"{scope}_recipe": base.with_overrides(**{**shared, **(scen.get(f"{scope}_training") or {})})
+                   for scope in ("m1", "update")}
+        options = {k: scen[k] for k in SCENARIO_FIELDS if k in scen}
+        if "critical_classes" in options:
+            cc = options["critical_classes"]
+            options["critical_classes"] = tuple(cc) if isinstance(cc, list) else cc
+        if "explicit" in options:
+            ex = options["explicit"]
+            options["explicit"] = tuple(ex) if isinstance(ex, list) else ex
+        return TrialConfig(dataset=sc.dataset, arrangement=sc.arrangement, model=sc.model, seed=seed, method=method,
+                           **recipes, **options)
+    except UsageError as e:
+        raise UsageError(f"{where}: scenario: {e}") from None
+
+
+def _named(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise UsageError(f"{where}: expected a name, got {value!r}")
+    return value
 
 
 def _section(raw: dict, name: str, allowed: set[str], where: str) -> dict:
@@ -329,3 +366,35 @@ def _parse_dist(spec: Any, hp: HParam, where: str) -> Dist:
     if kind == "int":
         return Dist("int", (int(lo), int(hi)), bool(spec.get("log", False)))
     return Dist(kind, (float(lo), float(hi)))
+
+
+def space_overrides(options: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> dict:
+    """Overrides of a space file as a nested mapping `load_space` merges over the YAML: the
+    one place where command-line (or API) values win over the file's. `settings` are dotted
+    `--set` keys (`scenario.seeds=[0,1]`); `options` are search keys (`trials_per_scenario`,
+    `sampler`, …), `objectives`, `constraints`, or the scenario shorthands `scale`,
+    `test_scale`, `val_fraction` and `epochs` (all training). None means "not given"."""
+    out: dict[str, Any] = {}
+    for key, value in (settings or {}).items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: {p} is not a section")
+        node[leaf] = value
+    for key, value in (options or {}).items():
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            continue
+        if key in SEARCH_KEYS:
+            out.setdefault("search", {})[key] = value
+        elif key in ("objectives", "constraints"):
+            out[key] = [str(v) for v in value]
+        elif key in ("scale", "test_scale", "val_fraction"):
+            out.setdefault("scenario", {})[key] = value
+        elif key == "epochs":
+            out.setdefault("scenario", {}).setdefault("training", {})["epochs"] = value
+        else:
+            raise UsageError(f"unknown sweep option {key!r}; known: {', '.join(sorted(SEARCH_KEYS))}, "
+                             "objectives, constraints, scale, test_scale, val_fraction, epochs")
+    return out

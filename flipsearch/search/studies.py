@@ -19,7 +19,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from ..objectives import Constraint, Objective
+from ..objectives import Constraint, Objective, selection_view
 from ..storage import Storage
 from .space import SearchSpace
 
@@ -81,37 +81,50 @@ class StudyBook:
         for name, study in self.studies.items():
             mine = rows[rows["study"] == name] if len(rows) and "study" in rows else rows.iloc[0:0]
             by_number = {int(r["trial_number"]): r for _, r in mine.iterrows()}
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-                if t.state == TrialState.WAITING:
-                    continue  # enqueued, not started: it will be asked next
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                study.tell(t.number, state=TrialState.FAIL)  # the crash interrupted it
                 if t.number in by_number:
-                    self.tell(name, t.number, by_number[t.number].to_dict())
+                    self.record(name, t, by_number[t.number].to_dict())
                 else:
-                    study.tell(t.number, state=TrialState.FAIL)
                     study.enqueue_trial(t.params)  # rerun what the crash interrupted
             done[name] = len(mine)
         self.sync()
         return done
 
-    def tell(self, study_name: str, number: int, row: dict[str, Any]) -> None:
-        """Report a finished trial. Only `ok` rows with finite objectives become values;
-        anything else is FAIL, so no NaN ever reaches a sampler."""
+    def outcome(self, row: dict[str, Any]) -> tuple[list[float] | None, TrialState, dict[str, float]]:
+        """What Optuna is told of a row, from its **validation** metrics only (`val_*`: the
+        test set never reaches a sampler): (values, state, constraint violations). Only `ok`
+        rows with finite objectives are COMPLETE; a `stopped` row (early stopping) is
+        PRUNED, anything else FAIL, so no NaN reaches a sampler and no truncated trial is on
+        a front."""
+        view = selection_view(row)
+        values = [view.get(o.metric) for o in self.objectives]
+        if row.get("status") == "ok" and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return [float(v) for v in values], TrialState.COMPLETE, {str(c): c.violation(view) for c in self.constraints}
+        return None, TrialState.PRUNED if row.get("status") == "stopped" else TrialState.FAIL, {}
+
+    def tell(self, study_name: str, trial: optuna.trial.Trial, row: dict[str, Any]) -> None:
+        """Report a finished trial (the `Trial` that `ask` gave) with its row's outcome."""
         study = self.studies[study_name]
-        values = [row.get(o.metric) for o in self.objectives]
-        finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-        trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, number))
-        if trial.storage.get_trial(trial._trial_id).state.is_finished():
-            return
+        values, state, constraints = self.outcome(row)
         trial.set_user_attr("status", str(row.get("status")))
-        if row.get("status") == "ok" and finite:
-            for c in self.constraints:  # <= 0 is feasible; samplers and best_trials read these
-                trial.set_constraint(str(c), c.violation(row))
-            study.tell(trial, [float(v) for v in values])
-        else:
-            trial.set_user_attr("error", str(row.get("error", ""))[:500])
-            study.tell(trial, state=TrialState.FAIL)
+        trial.set_user_attr("trial_uid", str(row.get("trial_uid") or ""))
+        for name, violation in constraints.items():  # <= 0 is feasible; samplers and best_trials read these
+            trial.set_constraint(name, violation)
+        if state != TrialState.COMPLETE:
+            trial.set_user_attr("error", str(row.get("error") or "")[:500])
+        study.tell(trial, values, state=None if values else state, skip_if_finished=True)
         self.sync()
+
+    def record(self, study_name: str, frozen: optuna.trial.FrozenTrial, row: dict[str, Any]) -> None:
+        """Add a finished trial with `frozen`'s parameters and `row`'s outcome (after a
+        crash, for a trial whose row landed but whose tell did not)."""
+        values, state, constraints = self.outcome(row)
+        self.studies[study_name].add_trial(optuna.trial.create_trial(
+            state=state, values=values, params=frozen.params, distributions=frozen.distributions,
+            constraints=constraints or None,
+            user_attrs={"status": str(row.get("status")), "trial_uid": str(row.get("trial_uid") or ""),
+                        "row_trial_number": int(row.get("trial_number"))}))
 
     def front_size(self, study_name: str) -> int:
         try:

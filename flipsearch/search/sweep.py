@@ -14,29 +14,25 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import FlipsearchError, UsageError
-from ..objectives import Constraint, Objective
 from ..results import ResultsWriter, read_results
 from ..storage import Storage
 from .space import SearchSpace
 
 LOCK = "sweep.lock"
+SCHEDULER_STATE = "scheduler.json"
 
 
 @dataclass
 class SweepOptions:
+    """How to run a sweep (not what it searches: that is the `SearchSpace`, with every CLI
+    override already merged into it by `load_space`)."""
+
     out: str
     resume: bool = False
     address: str | None = None
-    concurrency: int | None = None
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
-    objectives: list[Objective] = field(default_factory=list)
-    constraints: list[Constraint] = field(default_factory=list)
-    sampler: str | None = None
-    trials_per_scenario: int | None = None
     num_cpus: int | None = None  # embedded Ray only
     quiet: bool = False
 
@@ -51,10 +47,16 @@ class SweepSummary:
     reference_hits: int
     seconds: float
     interrupted: bool
+    epochs_run: int = 0
+    epochs_full: int = 0  # what the same trials would have run at full budget
+    replicates_run: int = 0
 
     def line(self) -> str:
-        return (f"sweep {self.run_id}: {self.trials_run} trials this run ({', '.join(f'{k} {v}' for k, v in self.counts.items())}); "
-                f"reference models: {self.references_trained} trained, {self.reference_hits} cache hits; "
+        saved = (f"; {self.epochs_run}/{self.epochs_full} update epochs run"
+                 if self.epochs_full and self.epochs_run < self.epochs_full else "")
+        reps = f", {self.replicates_run} replicate runs" if self.replicates_run else ""
+        return (f"sweep {self.run_id}: {self.trials_run} trials this run ({', '.join(f'{k} {v}' for k, v in self.counts.items())}){reps}; "
+                f"reference models: {self.references_trained} trained, {self.reference_hits} cache hits{saved}; "
                 f"{self.seconds:.1f}s; results in {self.out}")
 
 
@@ -109,78 +111,123 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
 
     t0 = time.time()
     out = Storage.open(opts.out)
-    objectives = opts.objectives or space.objectives
-    constraints = opts.constraints or space.constraints
-    if opts.sampler:
-        space.sampler = opts.sampler
-    if opts.trials_per_scenario:
-        space.trials_per_scenario = opts.trials_per_scenario
     existing = read_results(out, required=False)
     if len(existing) and not opts.resume:
         raise UsageError(f"{out.uri} already holds {len(existing)} trial rows; continue with --resume "
                          "or choose another --out")
-    _check_objectives(objectives, constraints, space)
+    _check_objectives(space.objectives, space.constraints, space)
     # Everything that can fail on bad input happens before anything is written.
     datasets = _load_datasets(space)
+    preflight_space(space, datasets)
     connect_ray(opts.address, opts.num_cpus)
 
     with OutputLock(out, opts.resume):
-        out.write_bytes(json.dumps(_space_record(space, objectives, constraints), indent=2).encode(), "sweep.json")
-        book = StudyBook(space, out, objectives, constraints, space.sampler, space.search_seed)
+        out.write_bytes(json.dumps(_space_record(space), indent=2).encode(), "sweep.json")
+        book = StudyBook(space, out, space.objectives, space.constraints, space.sampler, space.search_seed)
         done = book.reconcile(existing)
         remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
         run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         total = sum(remaining.values())
-        if total == 0:
-            return SweepSummary(out.uri, run_id, 0, {}, 0, 0, time.time() - t0, False)
-        searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
-        counts = {k: v for k, v in searcher.counts.items() if v}
-        interrupted = any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0
+        searcher, n_trained, n_hits = None, 0, 0
+        if total:
+            searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
+        counts = {k: v for k, v in searcher.counts.items() if v} if searcher else {}
+        interrupted = bool(searcher and (any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0))
+        n_reps = 0
+        if space.replicates and not interrupted:
+            from .replicates import run_replicates
+
+            n_reps = run_replicates(space, opts, out, run_id, datasets)
+        full = (sum(v for k, v in counts.items() if k != "interrupted")
+                * max(t.update_recipe.epochs for t in space.templates.values()))
         return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
-                            n_trained, n_hits, time.time() - t0, interrupted)
+                            n_trained, n_hits, time.time() - t0, interrupted,
+                            searcher.epochs_run if searcher else 0, full if space.scheduler != "fifo" else 0, n_reps)
 
 
-def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
-    import ray
+def preflight_space(space: SearchSpace, datasets: dict) -> None:
+    """The checks a trial makes before it trains, made once per scenario and method on the
+    driver, so a sweep refuses bad input before Ray starts instead of failing every trial."""
+    from ..trial import preflight
+    from .trainable import dataset_key
+
+    for tmpl in space.templates.values():
+        for method in space.methods:
+            cfg = tmpl.replace(method=method)
+            preflight(cfg, datasets.get(dataset_key(cfg)))
+
+
+def tune_trainable(space: SearchSpace, out: Storage, run: dict, datasets: dict):
+    """The Ray Tune trainable of a run: `flip_trainable` with the run constants and the
+    datasets bound once (`tune.with_parameters`), and the run's resources per trial."""
     from ray import tune
 
     from .coordination import LeaseLocks
-    from .searcher import FlipSearcher
     from .trainable import flip_trainable
 
-    m1_training, update_training = space.recipes()
-    base = {"run_id": run_id, "out_uri": out.uri, "scenario_options": space.scenario_options,
-            "m1_training": m1_training, "update_training": update_training}
-    writer = ResultsWriter(out)
-    searcher = FlipSearcher(space, book, writer.append, base, remaining, quiet=opts.quiet)
-    cpus = opts.cpus_per_trial if opts.cpus_per_trial is not None else space.cpus_per_trial
-    gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else space.gpus_per_trial
-    concurrency = opts.concurrency or space.concurrency
-    locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run_id}").remote()
-    trainable = tune.with_resources(tune.with_parameters(flip_trainable, datasets=datasets, lock_actor=locks),
-                                    {"cpu": cpus, "gpu": gpus})
-    # Tune's experiment state lives in the output too. An object store is handed over as the
-    # filesystem object itself, so endpoint options in the URI (`?endpoint_override=…`) reach it.
+    locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run['run_id']}").remote()
+    return tune.with_resources(tune.with_parameters(flip_trainable, run=run, datasets=datasets, lock_actor=locks),
+                               {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+
+
+def tune_run_config(out: Storage, name: str, max_failures: int):
+    """Tune's experiment state lives in the output too. An object store is handed over as the
+    filesystem object itself, so endpoint options in the URI (`?endpoint_override=…`) reach it."""
+    from ray import tune
+
     storage = {"storage_path": out.path("ray")}
     if not out.is_local:
         storage["storage_filesystem"] = out.fs
+    return tune.RunConfig(name=name, **storage, verbose=0, failure_config=tune.FailureConfig(max_failures=max_failures))
+
+
+def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
+    from ray import tune
+
+    from .searcher import FlipSearcher
+
+    writer = ResultsWriter(out)
+    scheduler = _scheduler(space, out)
+    stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda trial_id: False)
+    searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
+                            stopped_by_scheduler=stopped)
+    run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
     tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=concurrency,
-                                    reuse_actors=True),
-        run_config=tune.RunConfig(name=f"tune-{run_id}", **storage, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=space.max_failures)),
+        tune_trainable(space, out, run, datasets),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
+                                    max_concurrent_trials=space.concurrency, reuse_actors=True),
+        run_config=tune_run_config(out, f"tune-{run_id}", space.max_failures),
     )
     if not opts.quiet:
         print(f"[flipsearch] sweep {space.name}: {total} trials over {len(remaining)} scenario(s), "
-              f"{concurrency} at a time; results -> {out.uri}", file=sys.stderr, flush=True)
-    tuner.fit()
+              f"{space.concurrency} at a time, scheduler {space.scheduler}; results -> {out.uri}",
+              file=sys.stderr, flush=True)
+    try:
+        tuner.fit()
+    finally:
+        if scheduler is not None:  # its rungs survive a resume
+            out.write_bytes(json.dumps(scheduler.state_dict()).encode(), SCHEDULER_STATE)
     rows = read_results(out, required=False)
     mine = rows[rows["run_id"] == run_id] if len(rows) and "run_id" in rows else rows
-    ref_cols = [c for c in mine.columns if c.startswith("ref_") and not c.startswith("ref_seconds")]
+    ref_cols = [c for c in mine.columns if c.startswith("ref_")]
     trained = int(sum((mine[c] == "miss").sum() for c in ref_cols))
     hits = int(sum((mine[c] == "hit").sum() for c in ref_cols))
     return searcher, trained, hits
+
+
+def _scheduler(space: SearchSpace, out: Storage):
+    """None (FIFO: every trial runs its full budget) or the multi-objective ASHA scheduler
+    over the sweep's validation objectives, with the rungs of an earlier run restored."""
+    if space.scheduler == "fifo":
+        return None
+    from .scheduler import MOASHAScheduler
+
+    max_t = max(t.update_recipe.epochs for t in space.templates.values())
+    scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
+                                grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    if out.exists(SCHEDULER_STATE):
+        scheduler.load_state_dict(json.loads(out.read_bytes(SCHEDULER_STATE)))
+    return scheduler
 
 
 def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -224,15 +271,12 @@ def _check_reachable(address: str, timeout: float = 3.0) -> None:
 
 
 def _load_datasets(space: SearchSpace) -> dict:
-    """Each built-in dataset loaded once on the driver; Ray ships it to workers once."""
-    from ..trial import load_subset
+    """Each dataset loaded once on the driver (at its pool and test scales); Ray ships it to
+    workers once."""
+    from ..trial import load_data
+    from .trainable import dataset_key
 
-    opts = space.scenario_options
-    if opts.get("explicit"):
-        return {}
-    scale = float(opts.get("scale", 1.0))
-    return {(s.dataset, scale): load_subset(s.dataset, opts.get("data_root"), bool(opts.get("download")), scale)
-            for s in space.scenarios}
+    return {dataset_key(t): load_data(t) for t in space.templates.values() if not t.explicit}
 
 
 def _check_objectives(objectives, constraints, space) -> None:
@@ -242,16 +286,19 @@ def _check_objectives(objectives, constraints, space) -> None:
         if not is_known_metric(o.metric):
             raise UsageError(f"{space.path}: unknown metric {o.metric!r} in an objective or constraint; "
                              "see `flipsearch list` for metric names")
-        if o.metric.startswith("critical_") and not (space.scenario_options.get("critical_classes")
-                                                     or space.scenario_options.get("critical_mask")):
+        if o.metric.startswith("critical_") and not any(t.critical_classes or t.critical_mask
+                                                        for t in space.templates.values()):
             raise UsageError(f"{space.path}: {o.metric} needs scenario.critical_classes (or critical_mask)")
 
 
-def _space_record(space: SearchSpace, objectives, constraints) -> dict:
+def _space_record(space: SearchSpace) -> dict:
     return {"name": space.name, "path": os.path.abspath(space.path),
-            "objectives": [f"{o.metric}:{o.direction}" for o in objectives],
-            "constraints": [str(c) for c in constraints],
+            "objectives": [f"{o.metric}:{o.direction}" for o in space.objectives],
+            "constraints": [str(c) for c in space.constraints],
             "scenarios": [s.key for s in space.scenarios], "seeds": space.seeds,
             "methods": {m: {p: [d.kind, list(d.args)] for p, d in ps.items()} for m, ps in space.methods.items()},
             "scenario_options": space.scenario_options, "sampler": space.sampler,
-            "trials_per_scenario": space.trials_per_scenario}
+            "trials_per_scenario": space.trials_per_scenario, "scheduler": space.scheduler,
+            "reduction_factor": space.reduction_factor, "grace_period": space.grace_period,
+            "replicates": space.replicates, "pack": space.pack,
+            "templates": {k: t.to_dict() for k, t in space.templates.items()}}

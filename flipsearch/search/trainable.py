@@ -1,9 +1,14 @@
 """What runs on a Ray worker for one sweep trial: `run_trial`, turned into one result row.
 
-Any exception becomes a `failed` row with a one-line error (the sweep goes on); a NaN loss
-is a `diverged` row. Datasets arrive once through the object store (`tune.with_parameters`);
-the reference-model store is kept per worker process and sweep run, so a reused actor keeps
-its cache. The device is the one Ray assigned: see `assigned_device`.
+A trial's Ray config is only what differs between trials: its identity (study, trial
+number, trial uid) and its `TrialConfig` as a dict. What every trial of a run shares (run
+id, output URI, whether to report each epoch) and the datasets arrive once through
+`tune.with_parameters`. With an early-stopping scheduler the trial reports its validation
+metrics after every update epoch (`epoch`, `val_*`, `seconds`); its last report carries the
+finished row (`row_json`). Any exception becomes a `failed` row with a one-line error (the
+sweep goes on); a NaN loss is a `diverged` row. The reference-model store is kept per
+worker process and sweep run, so a reused actor keeps its cache. The device is the one Ray
+assigned: see `assigned_device`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import math
 import os
 import socket
 import time
-from dataclasses import replace
 from typing import Any
 
 from ..references import ReferenceStore
@@ -52,54 +56,69 @@ def assigned_device() -> str:
     return "cpu"
 
 
-def trial_config(config: dict[str, Any]):
-    """The `TrialConfig` a sweep trial's Ray config describes."""
-    from ..trial import TrialConfig
-
-    opts = config["scenario_options"]
-    explicit = opts.get("explicit")
-    cfg = TrialConfig(
-        dataset=config["dataset"], arrangement=config["arrangement"], method=config["method"],
-        seed=config["seed"], model=config.get("model"), old_fraction=opts.get("old_fraction", 0.5),
-        critical_classes=tuple(opts.get("critical_classes") or ()), critical_mask=opts.get("critical_mask"),
-        data_root=opts.get("data_root"), download=bool(opts.get("download", False)),
-        old_model=opts.get("old_model"), subset=float(opts.get("scale", 1.0)),
-        explicit=tuple(explicit) if explicit else None)
-    settings = dict(config["hparams"])
-    settings.update({f"m1.{k}": v for k, v in config["m1_training"].items()})
-    settings.update({f"update.{k}": v for k, v in config["update_training"].items()})
-    return cfg.with_settings(settings)
-
-
 def one_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
-def flip_trainable(config: dict[str, Any], datasets: dict | None = None, lock_actor: Any = None) -> None:
+def identity(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A trial's identity columns, from its Ray config and the run constants."""
+    return {"run_id": run["run_id"], "study": config["study"], "trial_number": config["trial_number"],
+            "trial_uid": config["trial_uid"], "ray_trial_id": config.get("ray_trial_id", ""),
+            "pack_id": config["trial_uid"], "pack_size": 1, "replicate_of": config.get("replicate_of"),
+            "replicate": config.get("replicate")}
+
+
+def dataset_key(cfg) -> tuple:
+    return (cfg.dataset, cfg.scale, cfg.test_scale)
+
+
+def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict | None = None,
+                   lock_actor: Any = None) -> None:
     from ray import tune
 
-    from ..trial import run_trial
+    from ..config import TrialConfig
+    from ..results import encode_row, failed_row
+    from ..trial import VAL_PREFIX, run_trial
 
-    row: dict[str, Any] = {k: config[k] for k in ("run_id", "study", "trial_number", "dataset", "arrangement",
-                                                  "method", "seed")}
-    row["model"] = config.get("model") or ""
     t0 = time.time()
     use_assigned_cpus()
+    ident = identity(config, run)
+    cfg = None
+    epochs = int(config["config"]["update_recipe"]["epochs"])
+
+    def report_epoch(epoch: int, val: dict[str, float], seconds: float) -> bool:
+        tune.report({"epoch": epoch, "seconds": seconds, **{VAL_PREFIX + k: v for k, v in val.items()}})
+        return False  # a scheduler's STOP ends this process; nothing to decide here
+
     try:
-        cfg = replace(trial_config(config), device=assigned_device())
-        row["device"] = cfg.device
-        result = run_trial(cfg, store=reference_store(config["out_uri"], lock_actor, config["run_id"]),
-                           dataset=(datasets or {}).get((cfg.dataset, cfg.subset)))
-        row.update(result.to_row())
+        cfg = TrialConfig.from_dict(config["config"]).replace(device=assigned_device())
+        result = run_trial(cfg, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
+                           dataset=(datasets or {}).get(dataset_key(cfg)),
+                           epoch_report=report_epoch if run.get("report_epochs") else None)
+        row = encode_row(result, ident, _where(t0))
+        epochs = result.epochs or epochs
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
-        row.update(status="failed", error=one_line(e))
-        row.update({f"hp_{k}": v for k, v in config["hparams"].items()})
-    row.update(run_id=config["run_id"], study=config["study"], trial_number=config["trial_number"],
-               hostname=socket.gethostname(), pid=os.getpid(), node_id=_node_id(),
-               gpu_ids=",".join(_gpu_ids()),
-               started_at=t0, finished_at=time.time(), wall_seconds=time.time() - t0)
-    tune.report({"row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"})
+        row = failed_row(cfg, ident, one_line(e), where=_where(t0), fallback=_raw_cells(config["config"]))
+    final = {"epoch": epochs, "row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"}
+    final.update({k: v for k, v in row.items() if k.startswith(VAL_PREFIX)})
+    tune.report(final)
+
+
+def _where(t0: float) -> dict[str, Any]:
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "node_id": _node_id(),
+            "gpu_ids": ",".join(_gpu_ids()), "started_at": t0, "finished_at": time.time(),
+            "wall_seconds": time.time() - t0}
+
+
+def _raw_cells(config: dict[str, Any]) -> dict[str, Any]:
+    """The plain cells of a config that could not be built (method, seed, hyperparameters)."""
+    from ..results import row_schema
+
+    cells = {k: v for k, v in config.items() if isinstance(v, (str, int, float, bool)) and k not in ("device",)}
+    cells.update({f"hp_{k}": v for k, v in (config.get("hparams") or {}).items()})
+    declared = set(row_schema().names)
+    return {k: v for k, v in cells.items() if k in declared}
 
 
 def use_assigned_cpus() -> None:

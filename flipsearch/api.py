@@ -1,0 +1,59 @@
+"""The public Python API; the CLI is thin calls into exactly these functions.
+
+    from flipsearch import TrialConfig, run_trial, sweep, read_results, build_report
+
+    result = run_trial(TrialConfig(dataset="digits", method="bct", hparams={"lambda_c": 0.5}))
+    summary = sweep("search_spaces/smoke.yaml", out="runs/smoke", trials_per_scenario=6)
+    rows = read_results("runs/smoke")          # a pandas DataFrame, one row per trial
+    report = build_report("runs/smoke")        # fronts, tables, recommendation
+    report.write("runs/smoke/report")
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .config import TrialConfig
+from .results import read_results
+from .trial import TrialResult, run_trial
+
+
+def sweep(space: "str | Sequence[str] | Any", *, out: str, resume: bool = False, address: str | None = None,
+          num_cpus: int | None = None, quiet: bool = False, settings: dict[str, Any] | None = None,
+          **options: Any):
+    """Run (or with `resume`, continue) a sweep of the search-space file(s) `space` into
+    `out`. `options` override the file: any `search:` key (`trials_per_scenario`, `sampler`,
+    `concurrency`, `cpus_per_trial`, `gpus_per_trial`, `scheduler`, `replicates`, …),
+    `objectives` / `constraints` (lists of strings), `scale`, `test_scale`, `val_fraction`,
+    `epochs`; `settings` are dotted keys (`{"scenario.seeds": [0, 1]}`). Returns a
+    `SweepSummary`."""
+    from .search.space import SearchSpace, load_space, space_overrides
+    from .search.sweep import SweepOptions, run_sweep
+
+    overrides = space_overrides(options, settings)
+    if isinstance(space, SearchSpace):
+        if overrides:
+            raise TypeError("options override a space file; pass the file's path, not a loaded SearchSpace")
+        loaded = space
+    else:
+        loaded = load_space([space] if isinstance(space, str) else list(space), overrides)
+    return run_sweep(loaded, SweepOptions(out=out, resume=resume, address=address, num_cpus=num_cpus, quiet=quiet))
+
+
+def build_report(out: str, objectives: Sequence[str] | None = None, constraints: Sequence[str] | None = None,
+                 progress=None):
+    """The report of the sweep in `out` (call `.write(dir)` for the files, `.to_json()`)."""
+    from .report.build import build_report as _build
+
+    return _build(out, objectives or None, constraints or None, progress=progress)
+
+
+def list_methods() -> dict[str, dict]:
+    """Every registered update method: its summary and hyperparameter schema."""
+    from .methods import methods
+
+    return {name: {"summary": m.summary, "needs": [r.kind for r in m.needs],
+                   "hyperparameters": [h.describe() for h in m.hparams]} for name, m in methods().items()}
+
+
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "list_methods"]
