@@ -46,16 +46,21 @@ def load_state_dict(path: str | os.PathLike, what: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{what} checkpoint {str(p)!r} does not exist or is not a file")
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch's zip format or a pickle
+        raise UsageError(f"cannot load {what} checkpoint {str(p)!r}: not a torch checkpoint (neither torch.save's "
+                         "zip archive nor a pickle)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - pickles weights_only refuses, truncated or foreign files
+    except Exception as e:  # noqa: BLE001 - pickles weights_only refuses, truncated archives
         import pickle
 
         why = ("torch.load(weights_only=True) refuses it: not a plain state_dict, save one with "
                "torch.save(model.state_dict(), path)") if isinstance(e, pickle.UnpicklingError) else (
-               f"not a torch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})")
+               f"cannot read it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'})")
         raise UsageError(f"cannot load {what} checkpoint {str(p)!r}: {why}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
