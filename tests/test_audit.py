@@ -287,3 +287,37 @@ def test_cli_bad_input_is_one_line_exit_2(pair, tmp_path, capsys, case, extra, f
     assert err.count("\n") == 1 and err.startswith("flipsearch: error: ") and sub(fragment) in err, err
     assert not (tmp_path / "out").exists()
     assert not [w for w in caught if issubclass(w.category, UserWarning) and "pickle" in str(w.message)]
+
+
+def test_thumbnails_grey_and_rgb_are_upscaled_pngs():
+    import io
+
+    from PIL import Image
+
+    from flipsearch.audit import thumbnail_png
+
+    grey = Image.open(io.BytesIO(thumbnail_png(np.arange(64, dtype=np.uint8).reshape(8, 8, 1) * 4)))
+    assert grey.mode == "L" and grey.size == (64, 64)
+    assert np.asarray(grey)[0, :8].tolist() == [0] * 8  # nearest neighbour: 8x8 blocks of one pixel
+    rgb = np.random.RandomState(0).randint(0, 256, (32, 32, 3)).astype(np.uint8)
+    img = Image.open(io.BytesIO(thumbnail_png(rgb)))
+    assert img.mode == "RGB" and img.size == (64, 64) and (np.asarray(img)[::2, ::2] == rgb).all()
+    assert (to_pixels(torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous())[0] == rgb).all()  # uint8 as is
+
+
+def test_many_classes_matrix_shows_only_classes_in_a_flip():
+    """With more than 24 classes the page's matrix keeps the rows and columns that hold a flip."""
+    from flipsearch.audit import render_html
+
+    torch.manual_seed(0)
+    x, y = torch.randn(400, 1, 1, 16), torch.randint(0, 30, (400,))
+    old = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 30))
+    new = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 30))
+    audit = flip_audit(old, new, x, y, class_names=[f"class-{c}" for c in range(30)])
+    fm = audit.flip_matrix
+    assert fm.sum() == audit.metrics["n_negative_flips"] > 0
+    page = render_html(audit, {})
+    rows, cols = int((fm.sum(1) > 0).sum()), int((fm.sum(0) > 0).sum())
+    assert f"Only the {rows} true and {cols} predicted classes that take part in a negative flip" in page
+    table = page[page.index('id="flip-matrix-table"'):page.index("</table>", page.index('id="flip-matrix-table"'))]
+    assert table.count("<tr>") == 1 + rows + 1  # header, one per row class, totals

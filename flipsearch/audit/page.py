@@ -138,6 +138,7 @@ def _bar(value: float, peak: float, kind: str) -> str:
 def _per_class(audit: FlipAudit) -> str:
     pc = audit.per_class
     crit = set(audit.critical_classes)
+    with_mask = audit.critical_mask is not None
     peak_nfr, peak_br = float(np.nanmax(pc["nfr"], initial=0)), float(np.nanmax(pc["br"], initial=0))
     rows = []
     for r in pc.to_dict("records"):
@@ -150,12 +151,13 @@ def _per_class(audit: FlipAudit) -> str:
             f"<td class=\"num\">{r['n_negative_flips']}</td>"
             f"<td>{_bar(r['nfr'], peak_nfr, 'nfr')}{_pct(r['nfr'], 2)} ({r['n_negative_flips']} / {r['n']})</td>"
             f"<td>{_bar(r['br'], peak_br, 'br')}{_pct(r['br'], 2)} ({r['n_negative_flips']} / {r['n_old_right']})</td>"
-            f"<td class=\"num\">{r['n_positive_flips']}</td></tr>")
+            f"<td class=\"num\">{r['n_positive_flips']}</td>"
+            + (f"<td class=\"num\">{r['n_critical']}</td>" if with_mask else "") + "</tr>")
     head = ("<th>class</th><th class=\"num\">samples</th><th class=\"num\">M1 right</th>"
             "<th class=\"num\">negative flips</th><th>NFR (flips / samples)</th><th>BR (flips / M1 right)</th>"
-            "<th class=\"num\">positive flips</th>")
+            "<th class=\"num\">positive flips</th>" + ("<th class=\"num\">critical samples</th>" if with_mask else ""))
     note = ("Bars are relative to the largest class value of each column"
-            + ("; critical classes are highlighted." if crit else "."))
+            + ("; classes with critical samples are highlighted." if crit else "."))
     return (f"<p class=\"note\">{note}</p><div class=\"scroll\"><table id=\"per-class-table\"><thead><tr>{head}</tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
 
