@@ -95,7 +95,8 @@ def _critical_mask(y, critical_classes: Sequence[int], critical_mask: Any, num_c
             try:
                 critical_mask = np.load(critical_mask, allow_pickle=False)
             except (OSError, ValueError) as e:
-                raise UsageError(f"cannot read critical mask {str(critical_mask)!r}: {str(e).splitlines()[0]}") from None
+                raise UsageError(f"cannot read critical mask {str(critical_mask)!r}: "
+                                 f"{str(e).splitlines()[0]}") from None
         mask = np.asarray(critical_mask.cpu() if isinstance(critical_mask, torch.Tensor) else critical_mask)
         if mask.dtype != np.bool_ and not (np.issubdtype(mask.dtype, np.integer) and set(np.unique(mask)) <= {0, 1}):
             raise UsageError(f"critical mask must be bool (or 0/1), got dtype {mask.dtype}")

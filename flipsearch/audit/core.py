@@ -263,7 +263,8 @@ def flip_audit(old_model: nn.Module, new_model: nn.Module, x: torch.Tensor, y: t
         raise ValueError(f"x and y must hold the same samples, got {len(x)} inputs and labels of shape {y_np.shape}")
     num_classes = len(names)
     if y_np.size and not (0 <= y_np.min() and y_np.max() < num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1} (one per class name), got {y_np.min()}..{y_np.max()}")
+        raise ValueError(f"labels must lie in 0..{num_classes - 1} (one per class name), "
+                         f"got {y_np.min()}..{y_np.max()}")
     y_t = torch.from_numpy(y_np)
     old, new = predict(old_model, x, y_t, batch_size), predict(new_model, x, y_t, batch_size)
     for what, p in (("old", old), ("new", new)):
@@ -273,7 +274,8 @@ def flip_audit(old_model: nn.Module, new_model: nn.Module, x: torch.Tensor, y: t
     if critical_mask is not None:
         crit = _as_numpy(critical_mask)
         if crit.dtype != np.bool_ or crit.shape != y_np.shape:
-            raise ValueError(f"critical_mask must be a bool vector of length {y_np.size}, got {crit.dtype} {crit.shape}")
+            raise ValueError(f"critical_mask must be a bool vector of length {y_np.size}, "
+                             f"got {crit.dtype} {crit.shape}")
     n_old = int(old_num_classes if old_num_classes is not None else old.num_outputs)
 
     ok_old, ok_new = old.pred == y_np, new.pred == y_np

@@ -90,7 +90,8 @@ def _metrics_table(audit: FlipAudit) -> str:
         info = METRICS[k]
         rows.append(f"<tr><td><code>{k}</code></td>{cells}<td class=\"meaning\">{_e(info.meaning)} "
                     f"(<code>{_e(info.formula)}</code>)</td></tr>")
-    return f"<div class=\"scroll\"><table id=\"metrics-table\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    return (f"<div class=\"scroll\"><table id=\"metrics-table\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _flip_matrix(audit: FlipAudit) -> str:
@@ -104,7 +105,8 @@ def _flip_matrix(audit: FlipAudit) -> str:
     cols_idx = np.arange(c) if c <= FULL_MATRIX_MAX_CLASSES else np.flatnonzero(fm.sum(0))
     peak = int(fm.max())
     head = "<th class=\"corner\">true ↓ · M2 →</th>" + "".join(
-        f"<th class=\"num\" title=\"class {j}\">{_e(names[j])}</th>" for j in cols_idx) + "<th class=\"num tot\">Σ</th>"
+        f"<th class=\"num\" title=\"class {j}\">{_e(names[j])}</th>" for j in cols_idx)
+    head += "<th class=\"num tot\">Σ</th>"
     body = []
     for i in rows_idx:
         cells = []
@@ -122,11 +124,13 @@ def _flip_matrix(audit: FlipAudit) -> str:
         body.append(f"<tr><th title=\"class {i}\">{_e(names[i])}</th>{''.join(cells)}"
                     f"<td class=\"num tot\">{int(fm[i].sum())}</td></tr>")
     foot = "<tr><th class=\"tot\">Σ</th>" + "".join(
-        f"<td class=\"num tot\">{int(fm[:, j].sum())}</td>" for j in cols_idx) + f"<td class=\"num tot\">{total}</td></tr>"
+        f"<td class=\"num tot\">{int(fm[:, j].sum())}</td>" for j in cols_idx)
+    foot += f"<td class=\"num tot\">{total}</td></tr>"
     shown = "" if c <= FULL_MATRIX_MAX_CLASSES else (
         f"<p class=\"note\">Only the {len(rows_idx)} true and {len(cols_idx)} predicted classes that take part in a "
         f"negative flip are shown (of {c}).</p>")
-    return (f"{shown}<div class=\"scroll\"><table class=\"heat\" id=\"flip-matrix-table\"><thead><tr>{head}</tr></thead>"
+    return (f"{shown}<div class=\"scroll\"><table class=\"heat\" id=\"flip-matrix-table\">"
+            f"<thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(body)}{foot}</tbody></table></div>")
 
 
