@@ -337,6 +337,45 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format):
         click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, {len(written) - 3} plots)")
 
 
+@cli.command()
+@click.option("--old", "old_path", required=True, type=click.Path(), help="M1's checkpoint (a state_dict, .pt).")
+@click.option("--new", "new_path", required=True, type=click.Path(), help="M2's checkpoint (a state_dict, .pt).")
+@click.option("--dataset", required=True, help="digits, fashion-mnist, cifar10, cifar100, imagefolder:PATH, arrays:PATH")
+@click.option("--model", default=None, help="Architecture of both: small, cnn8, resnet18 or module.path:factory "
+                                            "(default: by dataset).")
+@click.option("--split", default="test", show_default=True,
+              help="test, val (the arrangement's validation set), update (D_update) or train (D_train).")
+@click.option("--arrangement", default="exclusive-op", show_default=True, help="Arrangement of --split update/train/val.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arrangement's split.")
+@click.option("--old-fraction", default=0.5, show_default=True, type=float, help="class-incremental: share of old classes.")
+@click.option("--critical-classes", default=None, help="Comma-separated class ids that must not flip, e.g. 3,5.")
+@click.option("--critical-mask", default=None, type=click.Path(), help=".npy bool mask over the split's samples.")
+@click.option("--out", default=None, help="Where to write index.html, audit.json, flips.parquet "
+                                          "(default: ./compare-OLD-NEW/).")
+@click.option("--data-root", default=None, help="Where torchvision datasets live.")
+@click.option("--download", is_flag=True, help="Download a torchvision dataset that is not on disk.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of the summary.")
+def compare(old_path, new_path, dataset, model, split, arrangement, seed, old_fraction, critical_classes,
+            critical_mask, out, data_root, download, device, as_json):
+    """Flip audit of two checkpoints: every metric with counts, the flip matrix, the flipped images."""
+    from pathlib import Path
+
+    from .audit import AUDIT_FILES
+    from .audit import compare as run_compare
+
+    out = out or f"compare-{Path(old_path).stem}-{Path(new_path).stem}"
+    audit = run_compare(old_path, new_path, dataset, model=model, split=split, arrangement=arrangement, seed=seed,
+                        old_fraction=old_fraction, critical_classes=_parse_classes(critical_classes),
+                        critical_mask=critical_mask, out=out, data_root=data_root, download=download, device=device)
+    files = {name: str(Path(out) / name) for name in AUDIT_FILES}
+    if as_json:
+        click.echo(json.dumps({**audit.to_json(), "files": files}, indent=2, allow_nan=False))
+    else:
+        click.echo(audit.summary(), nl=False)
+        click.echo(f"  files: {files['index.html']} (and audit.json, flips.parquet)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group, turning errors into one-line messages."""
     try:
