@@ -247,10 +247,10 @@ class ReferenceBuilder:
         return ref.load(self, payload, inputs)
 
 
-def load_user_state(model: nn.Module, path: str, what: str) -> nn.Module:
-    """Load a user's state_dict checkpoint into `model` with `weights_only=True`, or raise a
-    one-line `UsageError` (a pickle that is not plain weights is refused, without torch's
-    warning printed first)."""
+def read_user_state(path: str) -> dict:
+    """A user's state_dict checkpoint read with `weights_only=True`, or a one-line
+    `UsageError` (a pickle that is not plain weights is refused, without torch's warning
+    printed first)."""
     import warnings
 
     try:
@@ -261,6 +261,14 @@ def load_user_state(model: nn.Module, path: str, what: str) -> nn.Module:
         raise UsageError(f"cannot load {path!r} as a state_dict (weights_only): {str(e).splitlines()[0]}") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"{path!r} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def load_user_state(model: nn.Module, path: str, what: str) -> nn.Module:
+    """Load a user's state_dict checkpoint into `model` (`read_user_state`)."""
+    state = read_user_state(path)
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:

@@ -49,7 +49,7 @@ TRIAL_CASES = [
     ("trial-bad-critical", ["--critical-classes", "3,x"], 2, "--critical-classes"),
     ("trial-critical-out-of-range", ["--critical-classes", "42", "--set", "epochs=1"], 2, "critical classes [42]"),
     ("trial-half-explicit", ["--train", "a.npz"], 2, "go together"),
-    ("trial-missing-old-model", ["--old-model", "/no/such/m1.pt"], 2, "cannot read old model"),
+    ("trial-missing-old-model", ["--old-model", "/no/such/m1.pt"], 2, "No such file"),
     ("trial-unknown-arrangement", ["--arrangement", "diagonal", "--set", "epochs=1"], 2, "diagonal"),
 ]
 

@@ -91,7 +91,9 @@ def test_explicit_train_update_test_files(user_data, tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["scenario"]["arrangement"] == "explicit"
-    assert out["scenario"]["sizes"]["train"] == 30 and out["scenario"]["sizes"]["update"] == 30
+    # the validation split (10 % of D_update) is carved from D_update
+    assert out["scenario"]["sizes"]["train"] == 30 and out["scenario"]["sizes"]["update"] == 27
+    assert out["scenario"]["sizes"]["val"] == 3
 
 
 def test_sweep_and_report_over_user_model_and_data(ray_local, user_data, tiny_space, tmp_path):

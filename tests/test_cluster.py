@@ -354,12 +354,12 @@ def test_sweep_and_resume_on_an_s3_uri(ray_local, tiny_space, s3_out, tmp_path, 
 
     from flipsearch.results import read_results
     from flipsearch.search.space import load_space
-    from flipsearch.search.sweep import SweepOptions, run_sweep
+    from flipsearch import sweep
     from flipsearch.storage import Storage
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the driver's journal mirror goes here
     space = tiny_space(SHARED_REFS_SPACE)
-    summary = run_sweep(load_space(space), SweepOptions(out=s3_out, trials_per_scenario=4, quiet=True))
+    summary = sweep(space, out=s3_out, trials_per_scenario=4, quiet=True)
     assert summary.trials_run == 4 and not summary.interrupted
 
     out = Storage.open(s3_out)
@@ -379,7 +379,7 @@ def test_sweep_and_resume_on_an_s3_uri(ray_local, tiny_space, s3_out, tmp_path, 
     # Resume from the bucket alone: the local journal mirror is gone, the studies come back
     # from the bucket's journal, and trial numbers continue instead of starting over.
     shutil.rmtree(tmp_path / "home" / ".cache")
-    summary = run_sweep(load_space(space), SweepOptions(out=s3_out, resume=True, trials_per_scenario=6, quiet=True))
+    summary = sweep(space, out=s3_out, resume=True, trials_per_scenario=6, quiet=True)
     assert summary.trials_run == 2
     rows = read_results(s3_out)
     assert sorted(rows["trial_number"]) == list(range(6)) and set(rows["status"]) == {"ok"}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from flipsearch.metrics import RATE_COUNTS
 from flipsearch.metrics import (
     METRICS,
     base_metric,
@@ -138,7 +139,7 @@ def test_empty_input_and_empty_subset():
     empty = np.array([], dtype=np.int64)
     got = compute_metrics(empty, empty, empty)
     for name in METRICS:
-        if name not in ("n", "n_negative_flips", "n_positive_flips"):
+        if not name.startswith("n_") and name != "n":
             assert math.isnan(got[name]), name
     assert got["n"] == 0.0 and got["n_negative_flips"] == 0.0
     got = compute_metrics(Y, OLD, NEW, critical_mask=np.zeros(10, dtype=bool))
@@ -178,8 +179,10 @@ def test_bad_inputs_raise():
 
 
 def test_metric_catalogue():
-    assert len(metric_names()) == len(METRICS) == 16
-    assert len(metric_names(old_classes=True, critical=True)) == 48
+    assert len(metric_names()) == len(METRICS) == 21
+    assert len(metric_names(old_classes=True, critical=True)) == 63
+    for rate, (num, den) in RATE_COUNTS.items():             # every rate's counts exist
+        assert rate in METRICS and num in METRICS and den in METRICS
     for name, info in METRICS.items():
         assert info.name == name and info.meaning and info.formula
         assert info.direction in ("max", "min", None)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from flipsearch.errors import FlipsearchError, UsageError
 from flipsearch.methods._base import UpdateContext
+from flipsearch.references import PhiNew
 from flipsearch.methods.fd import distill_distance, focal_distillation, focal_weights
 from flipsearch.methods.mpt import MPT, NO_NEW_CLASSES_NOTE, margin_calibrated_ce, mpt_loss
 from flipsearch.models import build_model, expand_outputs
@@ -78,7 +79,7 @@ def test_hparams_schema():
     hp = MPT().resolve({})
     assert hp == {"k": 4.0, "lambda_old": 1.0, "lambda_new": 1.0, "alpha": 1.0, "beta": 5.0,
                   "distance": "kl", "tau": 5.0, "tau_squared": False, "init": "scratch"}
-    assert MPT.needs == frozenset({"phi_new"})
+    assert MPT.needs == (PhiNew,)
     with pytest.raises(UsageError):
         MPT().resolve({"k": 21})
 
@@ -101,9 +102,8 @@ def _context(num_old: int, num_classes: int, n: int = 64):
         built.append(expand_outputs(old, model, num_old) if init == "old" else model)
         return built[-1]
 
-    refs = {"phi_new": phi.eval()}
     ctx = UpdateContext(x, y, num_old, num_classes, old.eval(), new_model, recipe, 0, torch.device("cpu"),
-                        reference=lambda kind: refs[kind])
+                        references={PhiNew: phi.eval()})
     return ctx, built
 
 
@@ -120,7 +120,7 @@ def test_bias_is_inside_the_loss_only_and_model_forward_is_plain():
     loss = loss_fn(logits, batch)
     assert torch.equal(logits.detach(), snapshot)  # loss_fn never shifts the model's logits
     with torch.no_grad():
-        phi_logits = ctx.reference("phi_new")(ctx.x_update[idx])
+        phi_logits = ctx.reference(PhiNew)(ctx.x_update[idx])
     expected = mpt_loss(snapshot, batch.y, ctx.old_logits()[idx], phi_logits, *[hp[k] for k in (
         "k", "lambda_old", "lambda_new", "alpha", "beta", "distance", "tau", "tau_squared")])
     assert torch.allclose(loss, expected, atol=1e-6)

@@ -162,7 +162,9 @@ def test_patched_head_equals_a_loop_over_particles(edited, monkeypatch):
     # Fitness computed in particle chunks equals fitness of the whole batch.
     y = torch.tensor([0, 1, 2, 2, 1])
     whole = nr.fitness(want, y, 2, 1.0).value
-    monkeypatch.setattr(nr, "EVAL_ELEMENTS", 2 * len(rows) * ph.width)  # 2 particles per chunk
+    import flipsearch.methods.neurecover.evaluate as ev
+
+    monkeypatch.setattr(ev, "EVAL_ELEMENTS", 2 * len(rows) * ph.width)  # 2 particles per chunk
     assert torch.allclose(ph.fitness(values, rows, y, 2, 1.0).value, whole, atol=1e-5)
 
 
@@ -352,7 +354,7 @@ def test_non_flipnet_model_repairs_only_its_last_linear():
     before = copy.deepcopy(m2.state_dict())
     method = get_method("neurecover")
     out = method.update(UpdateContext(xu, yu, 4, 4, m1, lambda i: None, TrainRecipe(), 0, torch.device("cpu"),
-                                      reference=lambda kind: ref),
+                                      references={CEUpdateRef: ref}),
                         method.resolve({"reduction_rate": 1.0, "particles": 12, "iterations": 5}))
     info = out.info
     assert info["scope"] == "last_linear" and "only its last nn.Linear (out.weight)" in info["note"]
@@ -423,7 +425,7 @@ def _same(a, b):
 
 
 def test_trials_sharing_a_reference_reuse_its_preparation_bit_identically(digits_update, monkeypatch):
-    import flipsearch.methods.neurecover.localise as loc
+    import flipsearch.methods.neurecover.localisation as loc_module
     import flipsearch.methods.neurecover.method as nrm
 
     ref, m1, xu, yu = digits_update
@@ -431,7 +433,7 @@ def test_trials_sharing_a_reference_reuse_its_preparation_bit_identically(digits
     keys = {"m1": "m1-test", "ce_update": "ce_update-test"}  # the references' content addresses
     passes = {"prepare": 0, "collect": 0, "history": 0, "impacts": 0}
     for module, name, attr in ((nrm, "prepare", "prepare"), (nrm, "collect", "_collect"),
-                               (nrm, "history", "history_split"), (loc, "impacts", "impacts")):
+                               (nrm, "history", "history_split"), (loc_module, "impacts", "impacts")):
         def counted(*a, _f=getattr(module, attr), _n=name, **k):
             passes[_n] += 1
             return _f(*a, **k)

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from flipsearch.errors import UsageError
 from flipsearch.results import read_results
 from flipsearch.search.space import load_space
+from flipsearch import sweep
 from flipsearch.search.sweep import SweepOptions, run_sweep
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -76,7 +77,7 @@ def test_sweep_rows_studies_references_and_resume(ray_local, tiny_space, tmp_pat
 
     # A resumed sweep with a larger budget appends only the new trials.
     before = rows.set_index(["study", "trial_number"])["finished_at"]
-    summary = run_sweep(load_space(path), SweepOptions(out=str(out), resume=True, trials_per_scenario=6, quiet=True))
+    summary = sweep(path, out=str(out), resume=True, trials_per_scenario=6, quiet=True)
     assert summary.trials_run == 4
     rows = read_results(str(out))
     assert len(rows) == 12 and not rows.duplicated(["study", "trial_number"]).any()
@@ -84,8 +85,7 @@ def test_sweep_rows_studies_references_and_resume(ray_local, tiny_space, tmp_pat
     assert (after.loc[before.index] == before).all()  # finished trials were not rerun
     assert (rows["ref_m1"] == "miss").sum() == 2  # the resumed run reused the cached M1s
     # A resume with nothing left to do runs nothing.
-    assert run_sweep(load_space(path), SweepOptions(out=str(out), resume=True, trials_per_scenario=6,
-                                                    quiet=True)).trials_run == 0
+    assert sweep(path, out=str(out), resume=True, trials_per_scenario=6, quiet=True).trials_run == 0
 
 
 def test_grid_sampler_runs_every_point_once(ray_local, tiny_space, tmp_path):

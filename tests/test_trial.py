@@ -108,4 +108,6 @@ def test_cli_trial_json_lists_and_splits():
 
     res = runner.invoke(cli, ["split", "--arrangement", "inclusive-1-5", "--json"])
     info = json.loads(res.output)
-    assert info["sizes"]["update"] == 1258 and info["sizes"]["train_and_update"] == info["sizes"]["train"]
+    # 126 samples (10 % of D_update) are the validation split, set aside before the arrangement
+    assert info["sizes"]["update"] == 1132 and info["sizes"]["val"] == 126
+    assert info["sizes"]["train_and_update"] == info["sizes"]["train"]

@@ -101,6 +101,7 @@ class UpdateContext:
     reference_keys: dict[str, str] = field(default_factory=dict)
     cache: DerivedCache = field(default_factory=DerivedCache)
     epoch_end: Callable[[int, float, nn.Module], bool] | None = None
+    _unkeyed: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)  # logits of models without a key
 
     def reference(self, kind: type[Reference]) -> Any:
         if kind not in self.references:
@@ -111,9 +112,11 @@ class UpdateContext:
         """`model`'s logits over D_update, computed once per reference model (`name` is "m1"
         or a reference kind) and shared through `cache` by later trials of this worker."""
         key = self.reference_keys.get(name)
-        value, _ = self.cache.get(("logits", key, "update") if key else None,
-                                  lambda: predict_logits(model, self.x_update))
-        return value
+        if key is None:  # not a stored reference: computed once for this context
+            if id(model) not in self._unkeyed:
+                self._unkeyed[id(model)] = predict_logits(model, self.x_update)
+            return self._unkeyed[id(model)]
+        return self.cache.get(("logits", key, "update"), lambda: predict_logits(model, self.x_update))[0]
 
     def old_logits(self) -> torch.Tensor:
         return self.teacher_logits("m1", self.old_model)

@@ -59,7 +59,7 @@ it is computed once per process and reused by later trials (`UpdateContext.cache
 """
 
 from .evaluate import Fitness, PatchedHead, fitness
-from .localise import (Localisation, LayerScores, Scope, Target, find_scope, history_split, impacts, localise,
+from .localisation import (Localisation, LayerScores, Scope, Target, find_scope, history_split, impacts, localise,
                        score, select)
 from .method import HPARAMS, NeuRecover, Prepared, prepare
 from .reference import REPAIR_FRACTION, CEUpdate, CEUpdateRef, repair_split

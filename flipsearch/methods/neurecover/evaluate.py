@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .localise import EVAL_ELEMENTS, Target
+from .localisation import EVAL_ELEMENTS, Target
 
 class Fitness(NamedTuple):
     value: torch.Tensor  # [P]

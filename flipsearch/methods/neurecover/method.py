@@ -15,7 +15,7 @@ from ...train import predict_logits
 from .._base import HParam, UpdateMethod, UpdateResult, register_method
 from . import swarm
 from .evaluate import PatchedHead
-from .localise import LayerScores, Scope, Target, _collect, find_scope, history_split, score, select
+from .localisation import LayerScores, Scope, Target, _collect, find_scope, history_split, score, select
 from .reference import CEUpdateRef
 
 

@@ -1,0 +1,60 @@
+"""Multi-objective early stopping in a real sweep: MO-ASHA stops dominated updates after a
+rung, each stopped trial lands once as a `stopped` row with its validation values and the
+budget it reached, Optuna holds it as PRUNED, and no stopped trial is on a front."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from flipsearch import read_results, sweep
+from flipsearch.search.studies import JOURNAL
+
+SPACE = """
+name: t-asha
+scenario:
+  datasets: [digits]
+  arrangements: [exclusive-op]
+  models: [small]
+  seeds: [0]
+  training: {epochs: 6, batch_size: 32, lr: 0.05, grad_clip: 2.0}
+objectives: [accuracy_new:max, nfr:min]
+search: {sampler: random, trials_per_scenario: 9, seed: 3, concurrency: 2, scheduler: mo-asha,
+         grace_period: 1, reduction_factor: 3}
+methods:
+  ce: {}
+  bct:
+    lambda_c: {loguniform: [0.05, 8.0]}
+  fd:
+    lambda: {loguniform: [0.05, 20.0]}
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(ray_local, tiny_space, tmp_path):
+    out = tmp_path / "asha"
+    summary = sweep(tiny_space(SPACE), out=str(out), quiet=True)
+    rows = read_results(str(out))
+    assert len(rows) == 9 and rows["trial_uid"].is_unique                    # every trial once
+    stopped = rows[rows["status"] == "stopped"]
+    ok = rows[rows["status"] == "ok"]
+    assert len(stopped) >= 1 and len(ok) >= 1
+    assert summary.epochs_run == int(rows["epochs"].sum()) < 9 * 6          # fewer epochs than fifo
+    assert summary.epochs_full == 9 * 6
+    for _, r in stopped.iterrows():
+        assert r["epochs"] in (1, 3)                                          # stopped at a rung
+        assert math.isfinite(r["val_nfr"]) and math.isfinite(r["val_accuracy_new"])
+        assert r["nfr"] is None or math.isnan(r["nfr"])                        # never evaluated on test
+    assert (ok["epochs"] == 6).all() and ok["nfr"].notna().all()
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+    study = optuna.load_study(study_name="digits__exclusive-op__small", storage=storage)
+    states = {t.user_attrs.get("trial_uid"): t.state for t in study.trials}
+    for uid in stopped["trial_uid"]:
+        assert states[uid] == optuna.trial.TrialState.PRUNED
+    front = {t.user_attrs["trial_uid"] for t in study.best_trials}
+    assert front and front <= set(ok["trial_uid"])                             # no truncated trial on a front
+    assert (out / "scheduler.json").exists()
