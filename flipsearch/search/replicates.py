@@ -7,8 +7,9 @@ the update's (seed + 1). The k-th replicate (k = 0 … K−1) of every point use
 `max(scenario seeds) + 1 + k`, so replicates of different points share their M1 and split
 (their differences are the method's, not the draw's). The front is chosen on validation
 metrics, like the search. Replicate rows carry `replicate_of` (the search trial's
-`trial_uid`) and `replicate`; they are never told to Optuna and never on a front. Rows
-already written are not re-run on `--resume`.
+`trial_uid`) and `replicate`; they are never told to Optuna and never on a front. A front
+point whose configuration is the ce baseline's shares the baseline's replicates
+(`replicate_of = "baseline:<study>"`). Rows already written are not re-run on `--resume`.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def plan(space: SearchSpace, rows: pd.DataFrame) -> list[dict[str, Any]]:
     seeds = replicate_seeds(space)
     for key, template in space.templates.items():
         mine = searched[searched["study"] == key] if len(searched) else searched
-        origins = [(str(r["trial_uid"]), int(r["trial_number"]), decode_config(r)) for _, r in front_rows(space, mine).iterrows()]
-        origins.append((f"{BASELINE}:{key}", -1, template.replace(method="ce")))
+        baseline = template.replace(method="ce")
+        origins = [(f"{BASELINE}:{key}", -1, baseline)]
+        origins += [(str(r["trial_uid"]), int(r["trial_number"]), cfg) for _, r in front_rows(space, mine).iterrows()
+                    if (cfg := decode_config(r)) != baseline]  # the baseline's replicates serve it
         for uid, number, cfg in origins:
             for k, seed in enumerate(seeds):
                 if (uid, k) not in done:
