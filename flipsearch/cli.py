@@ -285,6 +285,9 @@ def list_cmd(as_json):
 @click.option("--replicates", type=click.IntRange(min=0), default=None,
               help="After the search, re-run each front point and the ce baseline with K other seeds.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Trials running at once.")
+@click.option("--pack", type=click.IntRange(min=1), default=None,
+              help="Train up to K configurations of one scenario and loss method together in one Ray trial "
+                   "(one row each; 1 = one configuration per trial).")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None,
               help="CPUs Ray reserves per trial (and torch threads it uses).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None, help="Fractions pack trials: 0.25 = four per GPU.")

@@ -200,7 +200,11 @@ class LossMethod(UpdateMethod):
     def initial_model(self, ctx: UpdateContext, hp: dict[str, Any]) -> nn.Module:
         return ctx.new_model(hp.get("init", "old"))
 
+    def facts(self, ctx: UpdateContext, hp: dict[str, Any]) -> dict:
+        """Method facts for the result row (`info`), the same whether trained alone or packed."""
+        return {}
+
     def update(self, ctx: UpdateContext, hp: dict[str, Any]) -> UpdateResult:
         model = self.initial_model(ctx, hp)
         result = ctx.fit(model, self.make_loss(ctx, hp))
-        return UpdateResult(model, {}, result)
+        return UpdateResult(model, self.facts(ctx, hp), result)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..references import PhiNew
 from ..errors import FlipsearchError
-from ._base import HParam, LossMethod, Teacher, UpdateResult, register_method
+from ._base import HParam, LossMethod, Teacher, register_method
 from .ce import INIT
 from .fd import ALPHA, BETA, DISTANCE, TAU, TAU_SQUARED, focal_distillation
 
@@ -88,12 +88,11 @@ class MPT(LossMethod):
 
         return loss_fn
 
-    def update(self, ctx, hp) -> UpdateResult:
-        result = super().update(ctx, hp)
+    def facts(self, ctx, hp) -> dict:
         has_new = ctx.num_classes > ctx.num_old_classes
-        result.info["mpt_bias_active"] = bool(has_new and hp["k"] > 0)
+        info = {"mpt_bias_active": bool(has_new and hp["k"] > 0)}
         if not has_new:
-            result.info["mpt_note"] = NO_NEW_CLASSES_NOTE
+            info["mpt_note"] = NO_NEW_CLASSES_NOTE
         elif hp["k"] == 0:
-            result.info["mpt_note"] = ZERO_K_NOTE
-        return result
+            info["mpt_note"] = ZERO_K_NOTE
+        return info

@@ -61,12 +61,13 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
-def identity(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def identity(config: dict[str, Any], run: dict[str, Any], pack_id: str | None = None,
+             pack_size: int = 1) -> dict[str, Any]:
     """A trial's identity columns, from its Ray config and the run constants."""
     return {"run_id": run["run_id"], "study": config["study"], "trial_number": config["trial_number"],
             "trial_uid": config["trial_uid"], "ray_trial_id": config.get("ray_trial_id", ""),
-            "pack_id": config["trial_uid"], "pack_size": 1, "replicate_of": config.get("replicate_of"),
-            "replicate": config.get("replicate")}
+            "pack_id": pack_id or config["trial_uid"], "pack_size": pack_size,
+            "replicate_of": config.get("replicate_of"), "replicate": config.get("replicate")}
 
 
 def dataset_key(cfg) -> tuple:
@@ -81,6 +82,8 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
     from ..results import encode_row, failed_row
     from ..trial import VAL_PREFIX, run_trial
 
+    if "pack" in config:
+        return pack_trainable(config, run, datasets, lock_actor)
     t0 = time.time()
     use_assigned_cpus()
     ident = identity(config, run)
@@ -103,6 +106,32 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
     final = {"epoch": epochs, "row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"}
     final.update({k: v for k, v in row.items() if k.startswith(VAL_PREFIX)})
     tune.report(final)
+
+
+def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict | None, lock_actor: Any) -> None:
+    """A pack of configurations (`search.pack`): one `run_pack`, one row per member, all
+    reported at once (`rows_json`). A failure fails every member of the pack."""
+    from ray import tune
+
+    from ..config import TrialConfig
+    from ..pack_trial import run_pack
+    from ..results import encode_row, failed_row
+
+    t0 = time.time()
+    use_assigned_cpus()
+    members = config["pack"]
+    idents = [identity(m, run, pack_id=config["ray_trial_id"], pack_size=len(members)) for m in members]
+    cfgs = []
+    try:
+        cfgs = [TrialConfig.from_dict(m["config"]).replace(device=assigned_device()) for m in members]
+        results = run_pack(cfgs, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
+                           dataset=(datasets or {}).get(dataset_key(cfgs[0])))
+        rows = [encode_row(r, i, _where(t0)) for r, i in zip(results, idents)]
+    except Exception as e:  # noqa: BLE001 - every failure becomes rows, the sweep goes on
+        rows = [failed_row(cfgs[k] if k < len(cfgs) else None, i, one_line(e), where=_where(t0),
+                           fallback=_raw_cells(members[k]["config"])) for k, i in enumerate(idents)]
+    epochs = max(int(r.get("epochs") or 0) for r in rows)
+    tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=_jsonable)})
 
 
 def _where(t0: float) -> dict[str, Any]:
