@@ -54,6 +54,21 @@ def small(num_classes: int, input_shape: tuple[int, int, int]) -> FlipNet:
     return FlipNet(features, head)
 
 
+def compact(num_classes: int, input_shape: tuple[int, int, int]) -> FlipNet:
+    """A compact CNN for 28x28 grey images (`fashion-mnist-mini`): two 3x3 stride-2 conv
+    layers (16, 32 channels, BatchNorm) and a 64-unit dense layer; 0.11 M weights. At 28x28 on
+    one CPU thread it trains ~0.25 ms per sample (batch 64), ~4.5x faster than `small` and
+    ~24x faster than `cnn8`, so an update on a few thousand images takes seconds."""
+    c, h, w = input_shape
+    features = nn.Sequential(nn.Conv2d(c, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
+                             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
+                             nn.Flatten())
+    h, w = (h + 1) // 2, (w + 1) // 2
+    h, w = (h + 1) // 2, (w + 1) // 2
+    head = nn.Sequential(nn.Linear(32 * h * w, 64), nn.ReLU(inplace=True), nn.Linear(64, num_classes))
+    return FlipNet(features, head)
+
+
 def resnet18(num_classes: int, input_shape: tuple[int, int, int]) -> FlipNet:
     """torchvision's ResNet-18 adapted to small inputs (32x32, 28x28): a 3x3 stride-1 stem
     and no max-pool, as in the CIFAR versions used by MPT."""
@@ -70,11 +85,12 @@ def resnet18(num_classes: int, input_shape: tuple[int, int, int]) -> FlipNet:
 MODELS: dict[str, Callable[[int, tuple[int, int, int]], nn.Module]] = {
     "small": small,
     "cnn8": cnn8,
+    "compact": compact,
     "resnet18": resnet18,
 }
 
 # A sensible model per built-in dataset when none is named.
-DEFAULT_MODEL = {"digits": "small", "fashion-mnist": "cnn8", "cifar10": "cnn8", "cifar100": "resnet18"}
+DEFAULT_MODEL = {"digits": "small", "fashion-mnist-mini": "compact", "fashion-mnist": "cnn8", "cifar10": "cnn8", "cifar100": "resnet18"}
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int],

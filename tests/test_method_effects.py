@@ -5,9 +5,21 @@ model, against `ce` with the same seed and the same reference M1: the trials of 
 share a `ReferenceStore`, so M1 is trained once and the treated trial loads it (checked via
 `references["m1"] == "hit"`). NeuRecover is a repair, so its baseline is the CE update it
 repairs (M1 fine-tuned with CE on D_update minus the repair split, the shared "ce_update"
-reference). Three seeds each; an assertion asks for a clear effect on the seed mean (at
-least a halving; NeuRecover: 0.8x on the repair split, lower on the test set) *and* for no
-seed where the method is worse than its baseline.
+reference).
+
+Why statistical claims over 8 seeds, and these margins. Which samples flip is chaotic: a
+change in the last bit of one early gradient (another CPU's SIMD kernels, another thread
+count) gives another realisation of every training run, as different as another seed. One
+thread and deterministic algorithms (the `deterministic` fixture) make a run repeat exactly
+on one machine, not across machines; so each claim must hold for a random realisation.
+Measured on 20 seeds (1 thread, 2026-12-02): the per-seed effects are large on average but
+not on every seed -- BCT had more flips than CE on 2 of 20 seeds, MPT than the fine-tuned CE
+on 1, NeuRecover raised test BR on 2 and localised nothing on 2; FD's mean ratio was 0.505,
+so "at least a halving" on 3 seeds failed half the time, and "no seed worse" for BCT on 3
+seeds failed 27 % of the time (bootstrap over the 20). Each claim below is on the seed mean
+over 8 seeds, with its threshold set where a bootstrap of the 20 seeds fails it at most
+0.2 % of the time (listed per test); every threshold still fails when the method does
+nothing (ratio 1).
 
 Why these settings (measured with scratch scripts while writing this file, 3-5 seeds):
 - On the default exclusive-op fine-tune CE breaks only ~2 of 539 test samples, so settings
@@ -16,7 +28,7 @@ Why these settings (measured with scratch scripts while writing this file, 3-5 s
 - BCT is shown in `class-incremental`: there S (samples M1 gets right) is about half of each
   batch, so the new-error term really shifts weight onto what M1 knew. In the same-class
   arrangements M1 is right on ~90-99 % of D_update, S is nearly the whole batch and the
-  dissonance is ~λ·CE — a learning-rate change, not a compatibility one (measured:
+  dissonance is ~λ·CE -- a learning-rate change, not a compatibility one (measured:
   exclusive-op, 2 epochs, lr 0.01: NFR CE 0.80 % vs BCT λ=1..5 1.2-1.7 %). λ_c = 2 with
   lr 0.01: with `dissonance_scale=support` an M1-correct sample weighs 1 + λ·N/|S| ≈ 5 here,
   so the step on them is ~5x larger; at lr 0.05, λ_c = 2 already costs accuracy and adds
@@ -38,8 +50,7 @@ from flipsearch.references import ReferenceStore, repair_split
 from flipsearch.train import predict_logits
 from flipsearch.trial import TrialConfig, TrialResult, load_scenario, run_trial
 
-SEEDS = (0, 1, 2)
-CLEAR = 0.5  # a method must at least halve CE's mean figure
+SEEDS = tuple(range(8))
 
 
 def _trial(arrangement: str, method: str, seed: int, store: ReferenceStore, **settings) -> TrialResult:
@@ -60,24 +71,38 @@ def _pairs(arrangement: str, stores: dict[int, ReferenceStore], base: dict, trea
     return ce, other
 
 
-def _assert_clearly_lower(key: str, treated: list[TrialResult], ce: list[TrialResult], factor: float = CLEAR):
+def _mean(results: list[TrialResult], key: str) -> float:
+    return statistics.mean(r.metrics[key] for r in results)
+
+
+def _assert_lower_on_the_mean(key: str, treated: list[TrialResult], ce: list[TrialResult], factor: float):
+    """The treated seed mean of `key` is at most `factor` times CE's (CE must have flips)."""
     t = [r.metrics[key] for r in treated]
     c = [r.metrics[key] for r in ce]
-    msg = f"{key}: method {t} vs ce {c}"
+    msg = f"{key}: method {t} (mean {statistics.mean(t):.4f}) vs ce {c} (mean {statistics.mean(c):.4f})"
     assert statistics.mean(c) > 0, f"the setting produced no flips to reduce; {msg}"
     assert statistics.mean(t) <= factor * statistics.mean(c), msg
-    assert all(ti <= ci for ti, ci in zip(t, c)), msg
+
+
+def _assert_it_trains(results: list[TrialResult]):
+    """Fewer flips did not come by collapse: mean accuracy >= 90 %, no seed below 85 %
+    (measured over 20 seeds: means 92.7-95.7 %, lowest single seed 89.6 %)."""
+    acc = [r.metrics["accuracy_new"] for r in results]
+    assert statistics.mean(acc) >= 0.9 and min(acc) >= 0.85, acc
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train faster on one intra-op thread, and many times faster when other
-    processes load the machine (measured: a class-incremental trial took 0.3 s on 1 thread
-    and 20 s on 2 under load, the workers waiting on each other at every small op)."""
-    before = torch.get_num_threads()
+def deterministic():
+    """One intra-op thread and deterministic algorithms, restored afterwards: a run then
+    repeats exactly on one machine. (Tiny models also train faster on one thread, and many
+    times faster when other processes load the machine: a class-incremental trial took
+    0.3 s on 1 thread and 20 s on 2 under load.)"""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
     yield
-    torch.set_num_threads(before)
+    torch.use_deterministic_algorithms(det)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -88,39 +113,43 @@ def class_incremental_stores():
 
 @pytest.mark.slow
 def test_bct_with_high_lambda_lowers_nfr_and_br(class_incremental_stores):
-    # Measured (seeds 0-4): BR CE 2.8 % vs BCT 0.6 %; accuracy 94.1 % vs 93.1 %.
+    # Measured (20 seeds): NFR CE 1.72 % vs BCT 0.67 %, BR 3.46 % vs 1.35 % (ratio 0.39 each;
+    # BCT worse on 2 seeds); threshold 0.9: bootstrap failure 0.2 %.
     ce, bct = _pairs("class-incremental", class_incremental_stores, {}, ("bct", {"lambda_c": 2.0}),
                      {"update.epochs": 3, "update.lr": 0.01})
     assert bct[0].hparams["variant"] == "new-error" and bct[0].hparams["dissonance_scale"] == "support"
-    _assert_clearly_lower("nfr", bct, ce)
-    _assert_clearly_lower("br", bct, ce)
-    assert min(r.metrics["accuracy_new"] for r in bct) >= 0.9  # it trains; the flips did not go by collapse
+    _assert_lower_on_the_mean("nfr", bct, ce, 0.9)
+    _assert_lower_on_the_mean("br", bct, ce, 0.9)
+    _assert_it_trains(bct)
 
 
 @pytest.mark.slow
 def test_focal_distillation_lowers_nfr():
     # PCT's setting: M2 trained from scratch on D_update, distilled from M1 (defaults: kl, τ 5,
-    # α 1, β 5, λ 1). Measured (seeds 0-4): NFR CE 8.9 % vs FD 3.8 %.
+    # α 1, β 5, λ 1). Measured (20 seeds): NFR CE 8.48 % vs FD 4.29 % (ratio 0.505, FD lower on
+    # every seed); threshold 0.8: bootstrap failure < 0.01 %.
     stores = {seed: ReferenceStore() for seed in SEEDS}
     ce, fd = _pairs("exclusive-dev", stores, {}, ("fd", {}), {"init": "scratch"})
-    _assert_clearly_lower("nfr", fd, ce)
-    assert min(r.metrics["accuracy_new"] for r in fd) >= 0.9
+    _assert_lower_on_the_mean("nfr", fd, ce, 0.8)
+    _assert_it_trains(fd)
 
 
 @pytest.mark.slow
 def test_mpt_lowers_old_class_nfr_in_class_incremental(class_incremental_stores):
     # MPT's defaults (k 4, kl, τ 5, λ_old = λ_new = 1, from scratch), 3 update epochs.
-    # Measured (seeds 0-4): old-class NFR CE scratch 2.6 %, CE fine-tune 1.0 %, MPT 0.3 %.
+    # Measured (20 seeds): old-class NFR CE scratch 3.20 %, CE fine-tune 1.93 %, MPT 0.33 %
+    # (ratios 0.10 and 0.17; MPT worse than the fine-tune on 1 seed); thresholds 0.5 and 0.7:
+    # bootstrap failure < 0.01 % and 0.03 %.
     shared = {"update.epochs": 3}
     mpt = [_trial("class-incremental", "mpt", seed, store, **shared) for seed, store in
            class_incremental_stores.items()]
-    for init in ("scratch", "old"):  # MPT's own baseline (scratch) and paper 1's (fine-tune)
+    for init, factor in (("scratch", 0.5), ("old", 0.7)):  # MPT's own baseline and paper 1's
         ce = [_trial("class-incremental", "ce", seed, store, init=init, **shared) for seed, store in
               class_incremental_stores.items()]
         assert all(r.references["m1"] == "hit" for r in ce)  # the very M1 MPT distilled from
-        _assert_clearly_lower("nfr_old_classes", mpt, ce)
+        _assert_lower_on_the_mean("nfr_old_classes", mpt, ce, factor)
     assert all(r.info["mpt_bias_active"] for r in mpt)
-    assert min(r.metrics["accuracy_new"] for r in mpt) >= 0.9
+    _assert_it_trains(mpt)
 
 
 class _KeepingStore(ReferenceStore):
@@ -149,10 +178,14 @@ def _br(y, model_old, model_new, x) -> float:
 
 @pytest.mark.slow
 def test_neurecover_lowers_br_of_the_update_it_repairs():
-    # A short aggressive fine-tune (2 epochs at lr 0.2) leaves 10-17 negative flips on the
-    # repair split; with only 1-3 the search may trade positives for them (fitness with α 1).
-    # Measured (seeds 0-2): repair-split BR 7.2 % -> 5.0 %, test BR 7.6 % -> 6.1 %.
-    rep_before, rep_after, test_before, test_after = [], [], [], []
+    # A short aggressive fine-tune (2 epochs at lr 0.2) leaves flips to repair: 5-95 negative
+    # flips on the repair split over 20 seeds. Measured (20 seeds): repair-split BR 19.1 % ->
+    # 14.1 % (ratio 0.73), test BR 19.3 % -> 15.5 % (0.80). Not on every seed: the search
+    # maximises a fitness in which one patched flip (1/|I_neg|) can outweigh several broken
+    # positives (1/pos_samples each), so BR may rise; test BR rose on 2 of 20 seeds and 2
+    # localised no weight at all. Thresholds 0.95 (repair split) and < 1 (test): bootstrap
+    # failure 0.07 % and 0.04 %.
+    rep_before, rep_after, test_before, test_after, localised = [], [], [], [], []
     for seed in SEEDS:
         store = _KeepingStore()
         cfg = TrialConfig(dataset="digits", arrangement="exclusive-op", method="neurecover", seed=seed
@@ -160,8 +193,9 @@ def test_neurecover_lowers_br_of_the_update_it_repairs():
         result = run_trial(cfg, store=store)
         assert result.status == "ok", result.error
         info = result.info
-        assert info["n_neg"] >= 5 and info["localised_total"] > 0, info
-        assert info["repair_rr_before"] == 0.0 and info["repair_br_before"] == 0.0
+        localised.append(info["localised_total"])
+        if info["n_neg"]:  # by definition: M2 gets none of I_neg and all of I_pos right
+            assert info["repair_rr_before"] == 0.0 and info["repair_br_before"] == 0.0, info
 
         scenario = load_scenario(cfg)
         shape = scenario.dataset.input_shape
@@ -176,9 +210,11 @@ def test_neurecover_lowers_br_of_the_update_it_repairs():
         test_before.append(_br(scenario.y_test, m1, unrepaired, scenario.x_test))
         test_after.append(_br(scenario.y_test, m1, repaired, scenario.x_test))
         assert result.metrics["br"] == pytest.approx(test_after[-1])  # the trial scored the repaired model
+        if info["localised_total"] == 0:  # nothing to edit: the repaired model is M2 itself
+            assert rep_after[-1] == rep_before[-1] and test_after[-1] == test_before[-1]
 
-    msg = f"repair split {rep_before} -> {rep_after}; test {test_before} -> {test_after}"
-    assert all(a <= b for a, b in zip(rep_after, rep_before)), msg
-    assert statistics.mean(rep_after) <= 0.8 * statistics.mean(rep_before), msg
-    assert all(a <= b for a, b in zip(test_after, test_before)), msg
+    msg = (f"localised {localised}; repair split {rep_before} -> {rep_after}; "
+           f"test {test_before} -> {test_after}")
+    assert statistics.mean(rep_before) > 0, f"the setting left no flips to repair; {msg}"
+    assert statistics.mean(rep_after) <= 0.95 * statistics.mean(rep_before), msg
     assert statistics.mean(test_after) < statistics.mean(test_before), msg

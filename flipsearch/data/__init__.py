@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..train import TrainRecipe
 from ._base import Dataset, from_uint8
+from .mini import load_fashion_mnist_mini
 from .embedded import (class_quotas, load_digits_dataset, round_half_up, stratified_holdout,
                        stratified_subset)
 from .torchvision_sets import (TORCHVISION_SETS, default_data_root, fashion_mnist_debian_dir,
@@ -31,6 +32,7 @@ __all__ = ["Dataset", "from_uint8", "load_dataset", "subsample", "DATASETS", "cl
 
 DATASETS: dict[str, str] = {
     "digits": "scikit-learn's 8x8 grey digits, 10 classes, 1,258 train / 539 test (embedded default)",
+    "fashion-mnist-mini": "a stratified 9,000 of the real Fashion-MNIST (Zalando Research, MIT licence), 28x28 grey, 10 classes, 6,000 / 3,000 (embedded)",
     "fashion-mnist": "Fashion-MNIST, 28x28 grey, 10 classes, 60,000 / 10,000 (torchvision or Debian package)",
     "cifar10": "CIFAR-10, 32x32 RGB, 10 classes, 50,000 / 10,000 (torchvision)",
     "cifar100": "CIFAR-100, 32x32 RGB, 100 classes, 50,000 / 10,000 (torchvision)",
@@ -53,6 +55,7 @@ class DatasetDefaults:
 # Paper 1: 8-layer CNN, 5 epochs, batch 128; MPT: ResNet-18, SGD 0.1 cosine, 100 epochs, crop+flip.
 _DEFAULTS: dict[str, DatasetDefaults] = {
     "digits": DatasetDefaults("small", TrainRecipe(epochs=10, batch_size=32, lr=0.05)),
+    "fashion-mnist-mini": DatasetDefaults("compact", TrainRecipe(epochs=3, batch_size=64, lr=0.05, grad_clip=2.0)),
     "fashion-mnist": DatasetDefaults("cnn8", TrainRecipe(epochs=5, batch_size=128, lr=0.05)),
     "cifar10": DatasetDefaults("cnn8", TrainRecipe(epochs=5, batch_size=128, lr=0.05)),
     "cifar100": DatasetDefaults("resnet18", TrainRecipe(epochs=100, batch_size=128, lr=0.1, schedule="cosine",
@@ -109,8 +112,8 @@ def load_dataset(spec: str, data_root: str | os.PathLike | None = None,
     if sep and kind.lower() == "arrays":
         return load_arrays(rest)
     name = canonical_dataset(text)
-    if name == "digits":
-        key: tuple = ("digits",)
+    if name in ("digits", "fashion-mnist-mini"):
+        key: tuple = (name,)
     elif name in TORCHVISION_SETS:
         debian = str(fashion_mnist_debian_dir()) if name == "fashion-mnist" else None
         key = (name, str(root), debian)
@@ -118,6 +121,7 @@ def load_dataset(spec: str, data_root: str | os.PathLike | None = None,
         raise UsageError(f"unknown dataset {text!r}; known: {', '.join(DATASETS)}")
     if key not in _CACHE:
         _CACHE[key] = (load_digits_dataset() if name == "digits"
+                       else load_fashion_mnist_mini() if name == "fashion-mnist-mini"
                        else load_torchvision_dataset(name, root, download))
     return _CACHE[key]
 
