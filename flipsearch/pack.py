@@ -255,6 +255,9 @@ class _GroupedEngine:
                     h, layout = h.reshape(h.shape[0], k, -1).transpose(0, 1), "p2"
             elif type(m) is nn.Dropout:
                 h = self._dropout(h, layout, m, k)
+            elif type(m) is nn.AdaptiveAvgPool2d and (kernel := _even_pool(h, m.output_size)):
+                # the same windows summed in the same order (bit-identical), 2-3x faster on CPU
+                h = F.avg_pool2d(h, kernel)
             else:  # pooling and elementwise layers act per channel: any layout
                 h = m(h)
         return h
@@ -271,6 +274,37 @@ class _GroupedEngine:
         b, kc, hh, ww = h.shape
         noise = F.dropout(torch.ones(b, kc // k, hh, ww, dtype=h.dtype, device=h.device), m.p, True)
         return (h.view(b, k, kc // k, hh, ww) * noise.unsqueeze(1)).view(b, kc, hh, ww)
+
+
+_EVEN_POOL: dict[tuple, tuple[int, int] | None] = {}
+
+
+def _even_pool(h: torch.Tensor, output_size) -> tuple[int, int] | None:
+    """The avg_pool2d kernel that gives bit-for-bit adaptive_avg_pool2d(h, output_size), or
+    None. Candidates: the output divides the input evenly (kernel = stride, no overlap), the
+    window area is a power of two (dividing by it is exact either way) and the output is not
+    global (that path reduces differently). Each candidate is confirmed once per shape on
+    random data, forward and backward, before it is used."""
+    size = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    hw = tuple(h.shape[-2:])
+    out = tuple(hw[i] if size[i] is None else size[i] for i in range(2))
+    key = (tuple(h.shape), out, h.dtype, h.device.type)
+    if key not in _EVEN_POOL:
+        kernel = None
+        if all(o > 0 and n % o == 0 for n, o in zip(hw, out)) and out != (1, 1):
+            cand = (hw[0] // out[0], hw[1] // out[1])
+            area = cand[0] * cand[1]
+            if area & (area - 1) == 0:
+                gen = torch.Generator(h.device).manual_seed(0)  # not the global RNG: dropout draws from it
+                with torch.enable_grad():
+                    probe = torch.randn(h.shape, dtype=h.dtype, device=h.device, generator=gen).requires_grad_()
+                    a, b = F.adaptive_avg_pool2d(probe, out), F.avg_pool2d(probe, cand)
+                    g = torch.randn(a.shape, dtype=a.dtype, device=a.device, generator=gen)
+                    same = torch.equal(a, b) and torch.equal(torch.autograd.grad(a, probe, g)[0],
+                                                             torch.autograd.grad(b, probe, g)[0])
+                kernel = cand if same else None
+        _EVEN_POOL[key] = kernel
+    return _EVEN_POOL[key]
 
 
 class _VmapEngine:

@@ -395,3 +395,20 @@ def test_member_result_is_a_fit_result():
     r = PackMemberResult("finished", 2, [1.0, 0.5], [], 3.0)
     fr = r.fit_result()
     assert (fr.epoch_losses, fr.seconds) == ([1.0, 0.5], 3.0)
+
+
+def test_adaptive_pool_shortcut_only_where_bit_identical():
+    """The grouped engine runs AdaptiveAvgPool2d as avg_pool2d only where the two agree bit
+    for bit (small's 8x8 -> 4x4 is such a case), and leaves the global RNG alone."""
+    from flipsearch.pack import _even_pool
+
+    z = torch.zeros(2, 3, 8, 8)
+    state = torch.random.get_rng_state()
+    assert _even_pool(z, (4, 4)) == (2, 2)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert _even_pool(torch.zeros(2, 3, 9, 9), 3) is None  # area 9: the division rounds differently
+    assert _even_pool(torch.zeros(2, 3, 16, 16), (1, 1)) is None  # global pooling reduces differently
+    assert _even_pool(torch.zeros(2, 3, 10, 10), (4, 4)) is None  # overlapping windows
+    x = torch.randn(4, 6, 8, 8)
+    assert torch.equal(torch.nn.functional.avg_pool2d(x, _even_pool(x, (4, 4))),
+                       torch.nn.functional.adaptive_avg_pool2d(x, (4, 4)))
