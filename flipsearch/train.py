@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +123,28 @@ def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimiz
                            weight_decay=recipe.weight_decay)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, recipe: TrainRecipe,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The recipe's learning-rate schedule, stepped once per batch (None for a constant lr)."""
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+    return None
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
+                  gen: torch.Generator) -> Iterator[Batch]:
+    """One epoch's mini-batches: a permutation drawn from `gen`, sliced in order, each batch
+    augmented (drawing from `gen` too) when the recipe says so. `fit` and `pack.fit_pack`
+    both draw their batches here, so the same seed gives the same batches."""
+    order = torch.randperm(len(x), generator=gen).to(x.device)
+    for start in range(0, len(x), recipe.batch_size):
+        idx = order[start:start + recipe.batch_size]
+        xb = x[idx]
+        if recipe.augment:
+            xb = augment_batch(xb, gen)
+        yield Batch(xb, y[idx], idx, recipe.augment)
+
+
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe, *, seed: int,
         loss_fn: LossFn = cross_entropy, keep_history: int = 0,
         epoch_end: Callable[[int, float, nn.Module], bool] | None = None) -> FitResult:
@@ -141,22 +163,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: TrainRecipe,
     model.train()
     opt = make_optimizer(model, recipe)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
-             if recipe.schedule == "cosine" else None)
+    sched = make_scheduler(opt, recipe, steps_per_epoch)
     use_amp = recipe.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     result = FitResult()
     for epoch in range(recipe.epochs):
-        order = torch.randperm(len(x), generator=gen).to(device)
         total = torch.zeros((), device=device)
-        for start in range(0, len(x), recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
-            xb = x[idx]
-            if recipe.augment:
-                xb = augment_batch(xb, gen)
-            batch = Batch(xb, y[idx], idx, recipe.augment)
+        for batch in epoch_batches(x, y, recipe, gen):
+            idx = batch.idx
             with torch.autocast(device.type, enabled=use_amp):
-                loss = loss_fn(model(xb), batch)
+                loss = loss_fn(model(batch.x), batch)
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
