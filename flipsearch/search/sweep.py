@@ -209,9 +209,11 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
             out.write_bytes(json.dumps(scheduler.state_dict()).encode(), SCHEDULER_STATE)
     rows = read_results(out, required=False)
     mine = rows[rows["run_id"] == run_id] if len(rows) and "run_id" in rows else rows
-    ref_cols = [c for c in mine.columns if c.startswith("ref_")]
-    trained = int(sum((mine[c] == "miss").sum() for c in ref_cols))
-    hits = int(sum((mine[c] == "hit").sum() for c in ref_cols))
+    # A pack's members share their references: count each pack once.
+    packs = mine.drop_duplicates("pack_id") if len(mine) and "pack_id" in mine else mine
+    ref_cols = [c for c in packs.columns if c.startswith("ref_")]
+    trained = int(sum((packs[c] == "miss").sum() for c in ref_cols))
+    hits = int(sum((packs[c] == "hit").sum() for c in ref_cols))
     return searcher, trained, hits
 
 

@@ -1,0 +1,80 @@
+"""Packed trials: K configurations of one scenario and loss method trained together give
+each member the very result it gets alone, and a packed sweep lands one row per member."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from flipsearch import TrialConfig, read_results, run_trial, sweep
+from flipsearch.errors import UsageError
+from flipsearch.pack_trial import pack_key, packable, run_pack
+from flipsearch.references import ReferenceStore
+
+# Clipped (as the smoke sweep is) and at moderate weights: BCT at lambda_c 3 or unclipped LM
+# distillation train chaotically on digits, so float rounding (the pack runs its layers as
+# grouped ops) grows into different weights there — alone as well as packed.
+BASE = TrialConfig(dataset="digits", arrangement="class-incremental").with_settings({"epochs": 2, "grad_clip": 2.0})
+
+
+def _same_metrics(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k], k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, grid", [
+    ("bct", [{"lambda_c": 0.2}, {"lambda_c": 1.0, "variant": "strict-imitation"}, {"lambda_c": 0.5}]),
+    ("fd", [{"lambda": 0.5, "distance": "lm"}, {"lambda": 1.0, "distance": "kl"}]),
+    ("mpt", [{"k": 0.0}, {"k": 4.0, "lambda_new": 0.5}]),
+])
+def test_each_member_of_a_pack_equals_its_solo_trial(method, grid):
+    cfgs = [BASE.replace(method=method, hparams=hp) for hp in grid]
+    assert len({pack_key(c) for c in cfgs}) == 1 and all(packable(c) for c in cfgs)
+    store = ReferenceStore()
+    packed = run_pack(cfgs, store=store)
+    for cfg, member in zip(cfgs, packed):
+        alone = run_trial(cfg, store=store)
+        assert member.status == alone.status == "ok" and member.epochs == alone.epochs == 2
+        solo, pack = alone.model.state_dict(), member.model.state_dict()
+        assert max(float((solo[k].float() - pack[k].float()).abs().max()) for k in solo) < 1e-4
+        _same_metrics(member.metrics, alone.metrics)  # same predictions on validation and test
+        assert member.info == alone.info
+    assert store.trained == 1 + (method == "mpt")  # M1 (and phi_new) once for the pack and the solos
+
+
+def test_a_pack_refuses_configs_that_cannot_share_it():
+    with pytest.raises(UsageError, match="one scenario"):
+        run_pack([BASE.replace(method="bct"), BASE.replace(method="fd")])
+    with pytest.raises(UsageError, match="one scenario"):
+        run_pack([BASE.replace(method="bct"), BASE.replace(method="bct", seed=1)])
+    assert not packable(BASE.replace(method="neurecover"))
+
+
+SPACE = """
+name: t-pack
+scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0], training: {epochs: 2}}
+objectives: [accuracy_new:max, nfr:min]
+search: {sampler: random, trials_per_scenario: 7, seed: 1, concurrency: 2, pack: 3}
+methods:
+  bct: {lambda_c: {loguniform: [0.1, 2.0]}}
+  neurecover: {particles: 10, iterations: 5}
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_packed_sweep_lands_one_row_per_member(ray_local, tiny_space, tmp_path):
+    out = tmp_path / "packed"
+    summary = sweep(tiny_space(SPACE), out=str(out), quiet=True)
+    rows = read_results(str(out))
+    assert len(rows) == 7 == summary.trials_run and rows["trial_uid"].is_unique
+    assert (rows["status"] == "ok").all()
+    bct, nr = rows[rows["method"] == "bct"], rows[rows["method"] == "neurecover"]
+    assert (nr["pack_size"] == 1).all()                                   # a repair runs alone
+    assert bct["pack_size"].max() > 1                                     # loss methods pack
+    for pack_id, members in bct.groupby("pack_id"):
+        assert len(members) == members["pack_size"].iloc[0]
+    assert sorted(rows["trial_number"]) == list(range(7))                 # every Optuna trial once
