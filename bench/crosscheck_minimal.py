@@ -4,7 +4,8 @@ This script has its own split code, model definition, training loop, losses and 
 from flipsearch it imports only the idx reader (to read Debian's Fashion-MNIST files) and,
 inside `flipsearch_figures`, `run_trial`. For each method -- `ce`, `bct` (new-error, λ_c = 1)
 and `fd` (LM distance, α = 1, β = 5, λ = 1) -- it trains M1 and the update on Fashion-MNIST
-`exclusive-op` (D_train : D_update = 1 : 4, disjoint, stratified) with the same pool and test
+`exclusive-op` (D_train : D_update = 1 : 4, disjoint, stratified, after setting aside a
+validation split of 10 % of D_update that nothing trains on) with the same pool and test
 sizes, model architecture (`compact`), epochs, batch size and optimiser as the flipsearch
 trial, over several seeds, and prints both pipelines' accuracy_new / NFR / BR as mean ± std.
 
@@ -18,6 +19,7 @@ family-wise level over the 9 comparisons (Bonferroni, two-sided 0.05/9 each).
 
     python bench/crosscheck_minimal.py                    # scale 0.1, 3 seeds, 5 epochs
     python bench/crosscheck_minimal.py --scale 0.05 --epochs 3 --seeds 0 1 2
+    python bench/crosscheck_minimal.py --test-scale 1     # the whole test set: less subset noise
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from flipsearch.data.torchvision_sets import read_idx  # noqa: E402  (the only o
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 BATCH, LR, MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 128, 0.05, 0.9, 5e-4, 2.0
+VAL_FRACTION = 0.1  # a validation split of this share of D_update is set aside, trained on by nobody
 TEST_SUBSET_SEED = 12345  # the minimal pipeline's one test subset, independent of the scenario seeds
 Z = 2.77  # two-sided 0.05 / 9 comparisons
 METHODS = {  # flipsearch method name -> its hyperparameters
@@ -52,14 +55,16 @@ METHODS = {  # flipsearch method name -> its hyperparameters
 _STORES: dict = {}
 
 
-def flipsearch_figures(method: str, hparams: dict, seed: int, scale: float, epochs: int) -> dict[str, float]:
-    """flipsearch's accuracy_new / nfr / br for one trial (M1 shared across a seed's methods).
-    The one place that knows flipsearch's TrialConfig API."""
+def flipsearch_figures(method: str, hparams: dict, seed: int, scale: float, epochs: int,
+                       test_scale: float | None = None) -> dict[str, float]:
+    """flipsearch's test accuracy_new / nfr / br for one trial (M1 shared across a seed's
+    methods). The one place that knows flipsearch's TrialConfig API."""
     from flipsearch.references import ReferenceStore
     from flipsearch.trial import TrialConfig, run_trial
 
     cfg = TrialConfig(dataset="fashion-mnist", arrangement="exclusive-op", method=method, seed=seed,
-                      model="compact", subset=scale).with_settings(
+                      model="compact", scale=scale, test_scale=scale if test_scale is None else test_scale,
+                      val_fraction=VAL_FRACTION).with_settings(
         {**hparams, "epochs": epochs, "batch_size": BATCH, "lr": LR, "momentum": MOMENTUM,
          "weight_decay": WEIGHT_DECAY, "optimizer": "sgd", "grad_clip": GRAD_CLIP})
     result = run_trial(cfg, store=_STORES.setdefault(seed, ReferenceStore()))
@@ -141,12 +146,15 @@ def make_loss(method: str, old_logits: torch.Tensor):
     return {"ce": ce, "bct": bct, "fd": fd}[method]
 
 
-def minimal_figures(data, seed: int, scale: float, epochs: int) -> dict[str, dict[str, float]]:
+def minimal_figures(data, seed: int, scale: float, epochs: int, test_scale: float) -> dict[str, dict[str, float]]:
     """accuracy_new / nfr / br of each method for one seed, by the minimal pipeline."""
     x_tr, y_tr, x_te, y_te = data
-    test = per_class_take(y_te, scale, np.random.default_rng(TEST_SUBSET_SEED))
+    test = per_class_take(y_te, test_scale, np.random.default_rng(TEST_SUBSET_SEED))
     rng = np.random.default_rng(1000 + seed)
     pool = per_class_take(y_tr, scale, rng)
+    # as flipsearch does: a validation split of VAL_FRACTION of D_update's share (4/5) set
+    # aside from the pool first (no model trains on it), then D_train : D_update = 1 : 4
+    pool = np.setdiff1d(pool, pool[per_class_take(y_tr[pool], VAL_FRACTION * 0.8, rng)])
     d_train = np.sort(pool[per_class_take(y_tr[pool], 0.2, rng)])
     d_update = np.setdiff1d(pool, d_train)
     mean, std = x_tr.mean() / 255.0, x_tr.std() / 255.0  # statistics of the whole training file
@@ -185,26 +193,28 @@ def subset_variance(p: float, n: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=0.1, help="share of the pool and of the test set")
+    ap.add_argument("--test-scale", type=float, default=None, help="share of the test set (default: --scale)")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    test_scale = args.scale if args.test_scale is None else args.test_scale
     t0 = time.perf_counter()
     data = load_fashion_mnist()
     keys = ("accuracy_new", "nfr", "br", "n_p1")
     ours: dict = {m: {k: [] for k in keys} for m in METHODS}
     theirs: dict = {m: {k: [] for k in keys} for m in METHODS}
     for seed in args.seeds:
-        for method, figs in minimal_figures(data, seed, args.scale, args.epochs).items():
+        for method, figs in minimal_figures(data, seed, args.scale, args.epochs, test_scale).items():
             for k, v in figs.items():
                 ours[method][k].append(v)
         for method, hp in METHODS.items():
-            for k, v in flipsearch_figures(method, hp, seed, args.scale, args.epochs).items():
+            for k, v in flipsearch_figures(method, hp, seed, args.scale, args.epochs, test_scale).items():
                 theirs[method][k].append(v)
         print(f"seed {seed} done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    n_test = round(args.scale * 10000)
+    n_test = round(test_scale * 10000)
     k = len(args.seeds)
     print(f"Fashion-MNIST exclusive-op, scale {args.scale} (pool {round(args.scale * 60000)}, test {n_test}), "
           f"model compact, {args.epochs} epochs, batch {BATCH}, SGD lr {LR} momentum {MOMENTUM} wd "
