@@ -72,7 +72,8 @@ def run_pack(configs: Sequence[TrialConfig], *, store: ReferenceStore | None = N
     m1 = refs.m1(scenario.x_train, scenario.y_train)
     timings["m1"] = time.perf_counter() - t
     old_mask = lambda y: y < n_old if n_old < n_all else None  # noqa: E731
-    pred_old = {s: predict_logits(m1, scenario.split(s)[0]).argmax(1) for s in ("val", "test")}
+    pred_old = {s: predict_logits(m1, scenario.split(s)[0]).argmax(1)
+                    for s in ("val", "test") if scenario.split(s)[1].numel()}  # val may be empty
 
     def val_metrics(model) -> dict[str, float]:
         if scenario.val_idx.numel() == 0:

@@ -123,7 +123,8 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
         m1 = refs.m1(scenario.x_train, scenario.y_train)
         timings["m1"] = time.perf_counter() - t
         result.old_model = m1
-        pred_old = {split: predict_logits(m1, scenario.split(split)[0]).argmax(1) for split in ("val", "test")}
+        pred_old = {s: predict_logits(m1, scenario.split(s)[0]).argmax(1)
+                    for s in ("val", "test") if scenario.split(s)[1].numel()}  # val may be empty
 
         def val_metrics(model: torch.nn.Module) -> dict[str, float]:
             if scenario.val_idx.numel() == 0:
