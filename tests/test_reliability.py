@@ -45,7 +45,7 @@ methods: {ce: {init: {choice: [old, scratch]}}}
     assert set(rows.loc["small", "status"]) == {"ok"}
     failed = rows.loc["flipsearch_faults:raising"]
     assert set(failed["status"]) == {"failed"}
-    assert all(e == "RuntimeError: injected fault: cannot build a 10-class model" for e in failed["error"])
+    assert all(e == "RuntimeError: injected fault: a 10-class model cannot train" for e in failed["error"])
     diverged = rows.loc["flipsearch_faults:nan_when_training"]
     assert set(diverged["status"]) == {"diverged"}
     assert all("epoch 1" in e for e in diverged["error"])  # stopped at once, not after 3 epochs
