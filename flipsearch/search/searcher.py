@@ -58,9 +58,11 @@ class FlipSearcher(Searcher):
         key = max(open_studies, key=lambda k: self.remaining[k])  # spread trials across scenarios
         self.remaining[key] -= 1
         ot = self.book.studies[key].ask()
+        uid = new_trial_uid()
+        ot.set_user_attr("trial_uid", uid)  # so a resume matches it to its row by identity
         method, hparams, seed = self.space.suggest(ot)
         cfg = self.space.config(key, method, hparams, seed)
-        config = {"study": key, "trial_number": ot.number, "trial_uid": new_trial_uid(), "ray_trial_id": trial_id,
+        config = {"study": key, "trial_number": ot.number, "trial_uid": uid, "ray_trial_id": trial_id,
                   "config": cfg.to_dict()}
         self.live[trial_id] = (key, ot, config)
         return config
