@@ -190,6 +190,10 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
     for every scenario and method before Ray starts."""
     from .references import load_user_state
 
+    method = get_method(cfg.method)
+    method.check(cfg)
+    if cfg.old_model:
+        _check_readable(cfg.old_model)
     scenario = load_scenario(cfg, dataset)
     check_critical(cfg, scenario)
     shape = scenario.dataset.input_shape
@@ -197,8 +201,16 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
     if cfg.old_model:
         load_user_state(build_model(cfg.model_name, scenario.num_old_classes, shape), cfg.old_model,
                         f"model {cfg.model_name!r} with {scenario.num_old_classes} outputs")
-    get_method(cfg.method).check(cfg)
+    method.check_scenario(cfg, scenario)
     return scenario
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot read old model {path!r}: {e.strerror}") from None
 
 
 def check_critical(cfg: TrialConfig, scenario: Scenario) -> None:

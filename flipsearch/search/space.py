@@ -195,10 +195,16 @@ def _read_with_includes(path: str, seen: tuple[str, ...]) -> dict:
     if path in seen:
         raise UsageError(f"{path}: include cycle through {' -> '.join(seen)}")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise UsageError(f"search space {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"search space {path!r} is a directory; give a YAML file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"search space {path!r} is not a text file (not UTF-8); give a YAML file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read search space {path!r}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -217,6 +223,27 @@ def _read_with_includes(path: str, seen: tuple[str, ...]) -> dict:
         merged = _deep_merge(merged, _read_with_includes(os.path.join(os.path.dirname(path), inc), seen + (path,)))
     raw = {k: v for k, v in raw.items() if k != "include"}
     return _deep_merge(merged, raw)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently, so `lr: 0.1` then `lr: 0.5` would quietly run 0.5)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
