@@ -19,14 +19,14 @@ from .trial import TrialResult, run_trial
 
 
 def sweep(space: "str | Sequence[str] | Any", *, out: str, resume: bool = False, address: str | None = None,
-          num_cpus: int | None = None, quiet: bool = False, settings: dict[str, Any] | None = None,
-          **options: Any):
+          num_cpus: int | None = None, quiet: bool = False, verbose: bool = False,
+          settings: dict[str, Any] | None = None, **options: Any):
     """Run (or with `resume`, continue) a sweep of the search-space file(s) `space` into
     `out`. `options` override the file: any `search:` key (`trials_per_scenario`, `sampler`,
     `concurrency`, `cpus_per_trial`, `gpus_per_trial`, `scheduler`, `replicates`, …),
     `objectives` / `constraints` (lists of strings), `scale`, `test_scale`, `val_fraction`,
-    `epochs`; `settings` are dotted keys (`{"scenario.seeds": [0, 1]}`). Returns a
-    `SweepSummary`."""
+    `epochs`; `settings` are dotted keys (`{"scenario.seeds": [0, 1]}`); `verbose` lets Ray's
+    and Ray Tune's own output through. Returns a `SweepSummary`."""
     from .search.space import SearchSpace, load_space, space_overrides
     from .search.sweep import SweepOptions, run_sweep
 
@@ -37,7 +37,8 @@ def sweep(space: "str | Sequence[str] | Any", *, out: str, resume: bool = False,
         loaded = space
     else:
         loaded = load_space([space] if isinstance(space, str) else list(space), overrides)
-    return run_sweep(loaded, SweepOptions(out=out, resume=resume, address=address, num_cpus=num_cpus, quiet=quiet))
+    return run_sweep(loaded, SweepOptions(out=out, resume=resume, address=address, num_cpus=num_cpus, quiet=quiet,
+                                          verbose=verbose))
 
 
 def build_report(out: str, objectives: Sequence[str] | None = None, constraints: Sequence[str] | None = None,

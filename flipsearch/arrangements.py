@@ -190,17 +190,27 @@ def hold_out_validation(y: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 
 
 def check_nonempty(s: Scenario) -> None:
-    """Refuse a scenario with an empty split or an old class M1 would never see."""
+    """Refuse a scenario that cannot be trained and evaluated: fewer than two classes, an
+    empty split, an old class M1 would never see (D_train holds no sample of it), or a new
+    class M2 would never see (class-incremental: D_update holds no sample of it)."""
+    if s.num_classes < 2:
+        raise UsageError(f"{s.dataset.name} has {s.num_classes} class; an update needs at least two classes")
     for name, idx in (("D_train", s.train_idx), ("D_update", s.update_idx)):
         if idx.numel() == 0:
             raise UsageError(f"{s.arrangement}: {name} is empty ({s.dataset.x_train.shape[0]} pool samples); "
                              "use more data (a larger --scale)")
     if s.dataset.y_test.numel() == 0:
         raise UsageError("the test set is empty; use a larger --test-scale")
-    seen = torch.unique(s.dataset.y_train[s.train_idx.cpu()]).numel()
+    y = s.dataset.y_train.cpu()
+    seen = torch.unique(y[s.train_idx.cpu()]).numel()
     if seen < s.num_old_classes:
         raise UsageError(f"{s.arrangement}: D_train holds only {seen} of M1's {s.num_old_classes} classes; "
                          "use more data (a larger --scale)")
+    new_classes = set(range(s.num_old_classes, s.num_classes))
+    missing = sorted(new_classes - set(torch.unique(y[s.update_idx.cpu()]).tolist()))
+    if missing:
+        raise UsageError(f"{s.arrangement}: D_update holds no sample of the new class(es) "
+                         f"{', '.join(map(str, missing[:5]))}; use more data (a larger --scale)")
 
 
 def explicit_scenario(train_path: str, update_path: str, test_path: str, val_path: str | None = None,

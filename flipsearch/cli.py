@@ -16,6 +16,7 @@ import click
 from .errors import FlipsearchError, UsageError
 
 _DEBUG = False
+_ARGV: list[str] = []  # the command line as given (for the resume hint)
 
 
 def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -298,19 +299,31 @@ def list_cmd(as_json):
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override training epochs (M1, references and updates).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Override scenario.KEY (e.g. scenario.seeds=[0,1]).")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
-def sweep(space_files, out, resume, address, quiet, settings, **options):
+@click.option("--verbose", is_flag=True, help="Also show Ray's and Ray Tune's own output (log lines, tables).")
+def sweep(space_files, out, resume, address, quiet, verbose, settings, **options):
     """Search methods x hyperparameters x scenarios in SPACE_FILES with Ray Tune + Optuna.
 
     Several files are merged in order, so `search_spaces/ce.yaml search_spaces/bct.yaml`
-    compares both methods on one Pareto front per scenario."""
+    compares both methods on one Pareto front per scenario. SIGTERM stops it like Ctrl-C
+    (finished trials kept, the resume command printed; exit 143, Ctrl-C 130)."""
+    from . import signals
     from .api import sweep as run
 
-    summary = run(list(space_files), out=out, resume=resume, address=address, quiet=quiet,
+    signals.route_sigterm()  # until Ray starts (the sweep routes it again after ray.init)
+    summary = run(list(space_files), out=out, resume=resume, address=address, quiet=quiet, verbose=verbose,
                   settings=_parse_settings(settings), **options)
     click.echo(summary.line())
     if summary.interrupted:
-        click.echo(f"interrupted: resume with  flipsearch sweep {' '.join(space_files)} --out {out} --resume", err=True)
-        sys.exit(130)
+        click.echo(f"interrupted: resume with  {_resume_command(space_files, out)}", err=True)
+        sys.exit(signals.EXIT_SIGTERM if signals.received() else 130)
+
+
+def _resume_command(space_files, out) -> str:
+    """The command that resumes this sweep: the same arguments, with --resume once."""
+    import shlex
+
+    given = _ARGV if "sweep" in _ARGV else ["sweep", *space_files, "--out", out]
+    return "flipsearch " + " ".join(shlex.quote(a) for a in given if a != "--resume") + " --resume"
 
 
 @cli.command()
@@ -381,6 +394,8 @@ def compare(old_path, new_path, dataset, model, split, arrangement, seed, old_fr
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the click group, turning errors into one-line messages."""
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=argv, prog_name="flipsearch", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
@@ -388,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("flipsearch: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_interrupted_status())
     except click.ClickException as e:
         click.echo(f"flipsearch: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
@@ -399,13 +414,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("flipsearch: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_interrupted_status())
     except Exception as e:  # an unexpected bug: still one line, traceback with --debug
         if _DEBUG or "--debug" in (argv or sys.argv):
             raise
         first = str(e).splitlines()[0] if str(e) else ""
         click.echo(f"flipsearch: error: {type(e).__name__}: {first} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
+
+
+def _interrupted_status() -> int:
+    from . import signals
+
+    return signals.EXIT_SIGTERM if signals.received() else 130
 
 
 if __name__ == "__main__":

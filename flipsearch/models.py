@@ -9,6 +9,7 @@ contract. A user's own factory (`module.path:callable`) may return any `nn.Modul
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
 import torch
@@ -106,14 +107,31 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, int, int],
         return MODELS[name](num_classes, input_shape)
     if ":" in name:
         factory = load_factory(name)
+        args = (num_classes, input_shape) if _takes_input_shape(factory) else (num_classes,)
         try:
-            model = factory(num_classes, input_shape)
-        except TypeError:
-            model = factory(num_classes)
+            model = factory(*args)
+        except Exception as e:  # noqa: BLE001 - the user's own code: show its error, as one line
+            text = str(e).strip().splitlines()
+            raise UsageError(f"model factory {name!r} raised {type(e).__name__}: {text[0] if text else ''}") from e
         if not isinstance(model, nn.Module):
             raise UsageError(f"model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
         return model
     raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)} or give module.path:factory")
+
+
+def _takes_input_shape(factory: Callable) -> bool:
+    """Whether `factory` can be called as factory(num_classes, input_shape) (else it is
+    called as factory(num_classes)). Decided from its signature, never by catching a
+    TypeError: one raised inside the factory is its own error and must show as such."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature (a builtin, a C extension): the documented form
+        return True
+    try:
+        sig.bind(1, (1, 1, 1))
+        return True
+    except TypeError:
+        return False
 
 
 def load_factory(spec: str) -> Callable:

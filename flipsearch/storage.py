@@ -90,6 +90,13 @@ class Storage:
         return sorted(posixpath.basename(i.path) for i in info
                       if i.type == pafs.FileType.File and i.path.endswith(suffix) and ".tmp-" not in i.path)
 
+    def move(self, src: str, dst: str) -> None:
+        """Rename the file `src` to `dst` (names under this directory), replacing `dst`."""
+        if self.is_local:
+            os.replace(self.path(src), self.path(dst))
+        else:
+            self.fs.move(self.path(src), self.path(dst))
+
     def delete(self, *parts: str) -> None:
         try:
             self.fs.delete_file(self.path(*parts))

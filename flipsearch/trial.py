@@ -192,6 +192,10 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
     from .models import MODELS, load_factory
     from .references import load_user_state, read_user_state
 
+    method = get_method(cfg.method)
+    method.check(cfg)
+    if cfg.old_model:
+        _check_readable(cfg.old_model)
     scenario = load_scenario(cfg, dataset)
     check_critical(cfg, scenario)
     shape = scenario.dataset.input_shape
@@ -204,8 +208,16 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
         load_factory(cfg.model_name)
         if cfg.old_model:
             read_user_state(cfg.old_model)
-    get_method(cfg.method).check(cfg)
+    method.check_scenario(cfg, scenario)
     return scenario
+
+
+def _check_readable(path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot read old model {path!r}: {e.strerror}") from None
 
 
 def check_critical(cfg: TrialConfig, scenario: Scenario) -> None:

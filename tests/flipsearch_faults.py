@@ -1,7 +1,10 @@
 """Model factories that inject real faults into sweeps (used as `--model flipsearch_faults:NAME`).
 
 They run on Ray workers, which find this module through PYTHONPATH (set in conftest.py
-before Ray starts) and the marker directory through FLIPSEARCH_FAULT_DIR.
+before Ray starts) and the marker directory through FLIPSEARCH_FAULT_DIR. Each fault fires
+while the model trains, never while it is built: the sweep driver builds every scenario's
+model before Ray starts (`preflight_space`), and a fault there would refuse the sweep (or,
+for `kill_once`, kill the driver) instead of failing a trial.
 """
 
 from __future__ import annotations
@@ -15,11 +18,27 @@ from torch import nn
 from flipsearch.models import small
 
 
+class _Faulty(nn.Module):
+    """`inner`, with `fault()` called on every training forward pass."""
+
+    def __init__(self, inner: nn.Module, fault):
+        super().__init__()
+        self.inner, self._fault = inner, fault
+
+    def forward(self, x):
+        if self.training:
+            self._fault()
+        return self.inner(x)
+
+
+def _raise_ten_classes():
+    raise RuntimeError("injected fault: a 10-class model cannot train\nsecond line must not show")
+
+
 def raising(num_classes, input_shape):
-    """A model bug that one configuration triggers: M2 of class-incremental (10 outputs)."""
-    if num_classes == 10:
-        raise RuntimeError("injected fault: cannot build a 10-class model\nsecond line must not show")
-    return small(num_classes, input_shape)
+    """A model bug that one configuration triggers: training M2 of class-incremental (10 outputs)."""
+    model = small(num_classes, input_shape)
+    return _Faulty(model, _raise_ten_classes) if num_classes == 10 else model
 
 
 class _NaNWhileTraining(nn.Module):
@@ -37,11 +56,14 @@ def nan_when_training(num_classes, input_shape):
     return _NaNWhileTraining(small(num_classes, input_shape))
 
 
-def kill_once(num_classes, input_shape):
-    """The first worker that builds it is SIGKILLed (as a lost spot node would be); later
-    attempts build a normal model."""
+def _kill_first_time():
     marker = os.path.join(os.environ["FLIPSEARCH_FAULT_DIR"], "killed-once")
     if not os.path.exists(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
-    return small(num_classes, input_shape)
+
+
+def kill_once(num_classes, input_shape):
+    """The first worker that trains it is SIGKILLed (as a lost spot node would be); later
+    attempts train a normal model."""
+    return _Faulty(small(num_classes, input_shape), _kill_first_time)

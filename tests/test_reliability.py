@@ -1,10 +1,18 @@
 """Faults injected for real: a raising trial, a NaN loss, a killed worker, a SIGKILLed
-driver, Ctrl-C, two sweeps on one directory. Nothing finished may be lost or duplicated."""
+driver, Ctrl-C, SIGTERM, two sweeps on one directory (and two started at the same instant),
+a lost, a torn and a damaged Optuna journal, a changed search space on resume, trial
+resources no node has, a reference model replaced together with its checksum. Nothing
+finished may be lost or duplicated; every refusal is one line."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import multiprocessing
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,18 +21,42 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from flipsearch.cli import main
 from flipsearch.errors import FlipsearchError
 from flipsearch.results import read_results
 from flipsearch.search.space import load_space
-from flipsearch.search.sweep import SweepOptions, run_sweep
+from flipsearch.search.sweep import OutputLock, SweepOptions, run_sweep
+from flipsearch.storage import Storage
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
+STUDY = "digits__exclusive-op__small"
 
 
 def _study_states(out):
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
     return {s.study_name: [t.state for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
             for s in optuna.get_all_study_summaries(storage)}
+
+
+def _study(out, name=STUDY):
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.err
+
+
+def _one_line(err, *fragments):
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("flipsearch: error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
 
 
 def test_failed_and_diverged_trials_are_recorded_and_the_sweep_goes_on(ray_local, tiny_space, tmp_path):
@@ -45,7 +77,7 @@ methods: {ce: {init: {choice: [old, scratch]}}}
     assert set(rows.loc["small", "status"]) == {"ok"}
     failed = rows.loc["flipsearch_faults:raising"]
     assert set(failed["status"]) == {"failed"}
-    assert all(e == "RuntimeError: injected fault: cannot build a 10-class model" for e in failed["error"])
+    assert all(e == "RuntimeError: injected fault: a 10-class model cannot train" for e in failed["error"])
     diverged = rows.loc["flipsearch_faults:nan_when_training"]
     assert set(diverged["status"]) == {"diverged"}
     assert all("epoch 1" in e for e in diverged["error"])  # stopped at once, not after 3 epochs
@@ -100,6 +132,40 @@ def _wait_for_rows(out, n, proc, timeout=240):
     raise AssertionError("no rows appeared in time")
 
 
+def _descendants(pid):
+    """(pid, start time, name) of every process below `pid` (psutil ships with Ray)."""
+    import ray  # noqa: F401 - puts Ray's bundled psutil on the path
+    import psutil
+
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            found.append((p.pid, p.create_time(), p.name()))
+        except psutil.Error:
+            pass
+    return found
+
+
+def _still_running(procs, within):
+    """Those of `procs` still running (same pid and start time) after waiting up to `within` s."""
+    import ray  # noqa: F401
+    import psutil
+
+    deadline = time.time() + within
+    while True:
+        left = []
+        for pid, started, name in procs:
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == started and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(name)
+            except psutil.Error:
+                pass
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(1)
+
+
 def _reap(proc):
     """Kill the sweep's whole process group (its embedded Ray too)."""
     try:
@@ -118,7 +184,11 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates(ray_local, tiny_spa
         # A second sweep on the same directory while the first is alive is refused.
         with pytest.raises(FlipsearchError, match="another sweep"):
             run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
-        os.kill(proc.pid, signal.SIGKILL)  # the driver only; then clean up what it started
+        started = _descendants(proc.pid)  # its embedded Ray: GCS, raylet, agents, workers
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {n for _, _, n in started}
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only
+        left = _still_running(started, within=60)
+        assert not left, f"processes of the killed driver's Ray still running: {left}"
     finally:
         _reap(proc)
     before = read_results(str(out)).set_index(["study", "trial_number"])["finished_at"]
@@ -155,3 +225,307 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_local, tiny_space, tmp_
     run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
     rows = read_results(str(out))
     assert len(rows) == 6 and not rows.duplicated(["study", "trial_number"]).any()
+
+
+# --------------------------------------------------------------------------- resume from the rows
+
+BASE_SPACE = """
+name: base
+scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0, 1], training: {epochs: 2}}
+objectives: ["nfr:min", "br:min"]
+search: {trials_per_scenario: 3, concurrency: 2, sampler: random}
+methods:
+  ce: {init: {choice: [old, scratch]}}
+  bct: {lambda_c: {uniform: [0.1, 1.0]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(ray_local, tmp_path_factory):
+    """A finished 3-trial sweep (two methods, two seeds: every kind of parameter); tests
+    damage copies of it."""
+    root = tmp_path_factory.mktemp("finished")
+    space = root / "space.yaml"
+    space.write_text(BASE_SPACE)
+    out = root / "out"
+    run_sweep(load_space(str(space)), SweepOptions(out=str(out), quiet=True))
+    assert len(read_results(str(out))) == 3
+    return str(space), out
+
+
+def _copy(finished, tmp_path):
+    space, out = finished
+    shutil.copytree(out, tmp_path / "out")
+    return space, tmp_path / "out"
+
+
+def _resume(space_path, out, trials):
+    space = load_space(space_path, {"search": {"trials_per_scenario": trials}})
+    return run_sweep(space, SweepOptions(out=str(out), resume=True, quiet=True))
+
+
+def _assert_rows_and_study_agree(out, before, n):
+    rows = read_results(str(out))
+    assert len(rows) == n
+    assert rows["trial_uid"].is_unique and not rows.duplicated(["study", "trial_number"]).any()
+    kept = rows.set_index("trial_uid").loc[before["trial_uid"]]  # every earlier row, unchanged
+    assert list(kept["finished_at"]) == list(before["finished_at"])
+    assert list(kept["trial_number"]) == list(before["trial_number"])
+    study = _study(out)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states
+    told = {t.user_attrs.get("trial_uid"): t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert set(told) == set(rows["trial_uid"])  # the study holds every row, once
+    return rows, told
+
+
+def test_lost_journal_is_rebuilt_from_the_rows(finished_sweep, tmp_path):
+    space_path, out = _copy(finished_sweep, tmp_path)
+    before = read_results(str(out))
+    (out / "optuna.journal").unlink()
+    summary = _resume(space_path, out, 5)
+    assert summary.trials_run == 2
+    rows, told = _assert_rows_and_study_agree(out, before, 5)
+    for _, r in before.iterrows():  # rebuilt under its own number, with its parameters and values
+        t = told[r["trial_uid"]]
+        assert t.number == r["trial_number"]
+        assert t.params["method"] == r["method"] and t.params["seed"] == r["seed"]
+        if r["method"] == "bct":
+            assert t.params["bct.lambda_c"] == pytest.approx(r["hp_lambda_c"])
+        else:
+            assert t.params["ce.init"] == r["hp_init"]
+        assert t.values == pytest.approx([r["val_nfr"], r["val_br"]])
+
+
+def test_torn_last_journal_record_is_dropped_and_said(finished_sweep, tmp_path, capfd):
+    space_path, out = _copy(finished_sweep, tmp_path)
+    before = read_results(str(out))
+    journal = out / "optuna.journal"
+    journal.write_bytes(journal.read_bytes()[:-20])  # the driver died in the middle of a write
+    capfd.readouterr()
+    _resume(space_path, out, 4)
+    notes = [line for line in capfd.readouterr().err.splitlines() if "optuna.journal" in line]
+    assert len(notes) == 1 and "dropped a torn last record" in notes[0], notes
+    _assert_rows_and_study_agree(out, before, 4)
+
+
+def test_journal_damaged_inside_is_set_aside_and_rebuilt(finished_sweep, tmp_path):
+    from flipsearch.search.studies import StudyBook
+
+    _, out = _copy(finished_sweep, tmp_path)
+    space = load_space(finished_sweep[0])
+    rows = read_results(str(out))
+    journal = out / "optuna.journal"
+    records = journal.read_bytes().split(b"\n")
+    records[3] = records[3][: len(records[3]) // 2]  # damaged in place, records after it intact
+    journal.write_bytes(b"\n".join(records))
+    book = StudyBook(space, Storage.open(str(out)), space.objectives, space.constraints, space.sampler, 0)
+    assert len(book.notes) == 1 and "record 4" in book.notes[0] and "set it aside" in book.notes[0]
+    assert book.reconcile(rows) == {STUDY: 3}
+    assert {t.user_attrs["trial_uid"] for t in _study(out).trials} == set(rows["trial_uid"])
+    assert len(list(out.glob("optuna.journal.damaged-*"))) == 1  # kept for inspection
+    # A journal that cannot be read at all names itself and the fix.
+    journal.unlink()
+    journal.mkdir()
+    with pytest.raises(FlipsearchError, match=r"optuna\.journal .*move it away and rerun with --resume"):
+        StudyBook(space, Storage.open(str(out)), space.objectives, space.constraints, space.sampler, 0)
+
+
+def test_resume_refuses_a_changed_search_space(finished_sweep, tmp_path, capsys):
+    space_path, out = _copy(finished_sweep, tmp_path)
+    journal = (out / "optuna.journal").read_bytes()
+    parts = sorted(p.name for p in (out / "trials").iterdir())
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(BASE_SPACE.replace("choice: [old, scratch]", "choice: [old]"))
+    code, err = _main(["sweep", str(edited), "--out", str(out), "--resume", "--trials", "4", "--quiet"], capsys)
+    assert code == 2
+    _one_line(err, "methods.ce.init", "new --out")
+    # The same objectives in another order (same directions, so Optuna would accept them).
+    code, err = _main(["sweep", space_path, "--out", str(out), "--resume", "--trials", "4", "--quiet",
+                       "--objective", "br:min", "--objective", "nfr:min"], capsys)
+    assert code == 2
+    _one_line(err, "objectives", '["nfr:min", "br:min"] -> ["br:min", "nfr:min"]')
+    code, err = _main(["sweep", space_path, "--out", str(out), "--resume", "--trials", "4", "--quiet",
+                       "--epochs", "3"], capsys)
+    assert code == 2
+    _one_line(err, "scenario settings", "epochs")
+    assert (out / "optuna.journal").read_bytes() == journal  # nothing ran, nothing was told
+    assert sorted(p.name for p in (out / "trials").iterdir()) == parts
+
+
+# --------------------------------------------------------------------------- resources
+
+TINY = """
+scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], training: {epochs: 2}}
+search: {trials_per_scenario: 2, concurrency: 1}
+methods: {ce: {}}
+"""
+
+
+@pytest.mark.timeout(120)  # it used to wait forever for a node that never comes
+@pytest.mark.parametrize("flag, value, fragment", [("--gpus-per-trial", "1", "1 GPU ("),
+                                                   ("--cpus-per-trial", "8", "8 CPUs (")])
+def test_trial_resources_no_node_has_are_refused_at_once(ray_local, tiny_space, tmp_path, capsys, flag, value,
+                                                         fragment):
+    out = tmp_path / "out"
+    t0 = time.time()
+    code, err = _main(["sweep", tiny_space(TINY), "--out", str(out), "--quiet", flag, value], capsys)
+    assert code == 2
+    _one_line(err, fragment, f"{flag} {value}", "no Ray node has that", "cannot grow")
+    assert time.time() - t0 < 60
+    assert not out.exists()  # no lock, nothing written
+
+
+@pytest.mark.timeout(120)
+def test_joined_cluster_waits_for_a_fitting_node_then_times_out(ray_local, tiny_space, tmp_path, capsys):
+    address = ray_local.get_runtime_context().gcs_address  # a cluster joined with --address may grow
+    out = tmp_path / "out"
+    code, err = _main(["sweep", tiny_space(TINY), "--out", str(out), "--address", address, "--gpus-per-trial", "1",
+                       "--set", "search.resource_timeout=3"], capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err
+    assert lines[0].startswith("[flipsearch] ") and "waiting up to 3s (search.resource_timeout)" in lines[0]
+    assert lines[1].startswith("flipsearch: error: ") and "none joined within 3s" in lines[1]
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- the output lock
+
+@pytest.mark.timeout(300)
+def test_two_sweeps_started_at_the_same_instant_exactly_one_gets_the_lock(tmp_path):
+    import lock_race
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / "sweep.lock"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ctx = multiprocessing.get_context("spawn")
+    rounds = 20
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=lock_race.contend, args=(str(out), rounds, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        for r in range(rounds):
+            if r % 2:  # odd rounds: a dead sweep's lock, which both contenders try to take over
+                lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "token": "dead"}))
+            barrier.wait(timeout=120)  # go
+            barrier.wait(timeout=120)  # both tried
+            got = [results.get(timeout=60) for _ in procs]
+            winners = [pid for _, pid, won in got if won]
+            assert len(winners) == 1, f"round {r}: {got}"
+            assert json.loads(lock.read_text())["pid"] == winners[0]
+            barrier.wait(timeout=120)
+            barrier.wait(timeout=120)  # the winner released
+            assert not lock.exists(), f"round {r}"
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def test_leaving_never_removes_another_sweeps_lock(tmp_path):
+    out = Storage.open(str(tmp_path / "out"))
+    lock = OutputLock(out, resume=False).__enter__()
+    # Meanwhile the lock file was replaced: someone removed it and another sweep took the directory.
+    theirs = {"pid": 4242, "host": "another-host", "token": "theirs"}
+    (tmp_path / "out" / "new").write_text(json.dumps(theirs))
+    os.replace(tmp_path / "out" / "new", tmp_path / "out" / "sweep.lock")
+    lock.__exit__(None, None, None)
+    assert json.loads((tmp_path / "out" / "sweep.lock").read_text()) == theirs
+
+
+# --------------------------------------------------------------------------- signals, terminal, network
+
+def test_sigterm_stops_cleanly_like_ctrl_c(ray_local, tiny_space, tmp_path):
+    space_path = tiny_space(SLOW_SPACE.replace("trials_per_scenario: 6", "trials_per_scenario: 3"))
+    out = tmp_path / "out"
+    proc = _start_sweep(space_path, out)
+    try:
+        _wait_for_rows(out, 1, proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted: resume with  flipsearch sweep" in err and err.rstrip().endswith("--resume")
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    assert not (out / "sweep.lock").exists()
+    finished = read_results(str(out))
+    assert 1 <= len(finished) < 3 and set(finished["status"]) == {"ok"}
+    run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
+    rows = read_results(str(out))
+    assert len(rows) == 3 and rows["trial_uid"].is_unique and not rows.duplicated(["study", "trial_number"]).any()
+    assert set(finished["trial_uid"]) <= set(rows["trial_uid"])
+
+
+def _is_loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return addr.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def test_terminal_shows_flipsearch_lines_only_and_ray_listens_on_loopback(tiny_space, tmp_path):
+    space_path = tiny_space(TINY.replace("trials_per_scenario: 2", "trials_per_scenario: 3"))
+    out = tmp_path / "out"
+    proc = _start_sweep(space_path, out)
+    try:
+        _wait_for_rows(out, 1, proc)
+        import ray  # noqa: F401 - Ray's bundled psutil
+        import psutil
+
+        listening = {}
+        for p in [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True):
+            try:
+                addrs = [c.laddr.ip for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+            except psutil.Error:
+                continue
+            if addrs:
+                listening[f"{p.name()} ({p.pid})"] = addrs
+        out_text, err = proc.communicate(timeout=300)
+    finally:
+        _reap(proc)
+    assert any(name.startswith("gcs_server") for name in listening)
+    assert any(name.startswith("raylet") for name in listening)
+    exposed = {name: ips for name, ips in listening.items() if not all(_is_loopback(ip) for ip in ips)}
+    assert not exposed, f"listening beyond loopback: {exposed}"
+    assert proc.returncode == 0, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("[flipsearch] ") for line in lines), err
+    assert [line for line in out_text.splitlines() if line.strip()][0].startswith("sweep ")
+    assert len([line for line in out_text.splitlines() if line.strip()]) == 1, out_text
+
+
+# --------------------------------------------------------------------------- reference models
+
+def test_reference_replaced_with_a_matching_checksum_is_quarantined_and_retrained(tmp_path):
+    from fractions import Fraction
+
+    import torch
+
+    from flipsearch.references import ReferenceStore
+
+    storage = Storage.open(str(tmp_path / "refs"))
+    trained = []
+
+    def build():
+        trained.append(1)
+        return {"state_dict": {"w": torch.full((2,), float(len(trained)))}}
+
+    ReferenceStore(storage).get_or_build("m1-x", build)
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": Fraction(1, 3)}, evil)  # a pickle weights_only refuses
+    data = evil.read_bytes()
+    (tmp_path / "refs" / "m1-x.pt").write_bytes(data)
+    (tmp_path / "refs" / "m1-x.sha256").write_text(hashlib.sha256(data).hexdigest())
+    payload, hit = ReferenceStore(storage).get_or_build("m1-x", build)  # refused, set aside, retrained
+    assert not hit and float(payload["state_dict"]["w"][0]) == 2.0
+    assert (tmp_path / "refs" / "m1-x.pt.quarantined").read_bytes() == data
+    payload, hit = ReferenceStore(storage).get_or_build("m1-x", build)  # the retrained one is trusted again
+    assert hit and float(payload["state_dict"]["w"][0]) == 2.0 and len(trained) == 2

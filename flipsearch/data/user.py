@@ -146,13 +146,25 @@ def encode_labels(parts: list[Part]) -> tuple[list[np.ndarray], tuple[str, ...],
         for p in parts:
             seen = set(names)
             names += sorted(set(np.unique(p.y).tolist()) - seen)
+        if len(names) < 2:
+            raise UsageError(f"labels in {', '.join(p.source for p in parts)} hold {len(names)} class; "
+                             "an update needs at least two classes")
         index = {n: i for i, n in enumerate(names)}
         ids = []
         for p in parts:
             uniq, inverse = np.unique(p.y, return_inverse=True)
             ids.append(np.array([index[u] for u in uniq], dtype=np.int64)[inverse.reshape(-1)])
         return ids, tuple(names), len(names)
-    num = max((int(p.y.max()) + 1 for p in parts if p.y.size), default=0)
+    ids = np.unique(np.concatenate([p.y for p in parts])) if parts else np.zeros(0, np.int64)
+    sources = ", ".join(p.source for p in parts)
+    if ids.size and (ids[0] != 0 or ids[-1] != ids.size - 1):
+        shown = ", ".join(map(str, ids[:4].tolist())) + (", ..." if ids.size > 4 else "")
+        raise UsageError(f"integer labels in {sources} must be the class ids 0..C-1 with none skipped; found "
+                         f"{ids.size} distinct ids ({shown}; largest {int(ids[-1])}): renumber them 0..{ids.size - 1}, "
+                         "or store them as strings (class names)")
+    num = int(ids.size)
+    if num < 2:
+        raise UsageError(f"labels in {sources} hold {num} class; an update needs at least two classes")
     return [p.y for p in parts], tuple(str(i) for i in range(num)), num
 
 

@@ -185,6 +185,10 @@ class UpdateMethod(ABC):
         """Refuse a `TrialConfig` this method cannot run (one-line `UsageError`), before any
         training; the default accepts every config."""
 
+    def check_scenario(self, config, scenario) -> None:
+        """Refuse a scenario (its splits) this method cannot run, before any training; the
+        default accepts every scenario."""
+
     @abstractmethod
     def update(self, ctx: UpdateContext, hp: dict[str, Any]) -> UpdateResult:
         """Produce M2 from the context with resolved hyperparameters `hp`."""

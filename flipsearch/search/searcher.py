@@ -57,9 +57,11 @@ class FlipSearcher(Searcher):
     def _ask(self, key: str, trial_id: str) -> tuple[str, Any, dict]:
         self.remaining[key] -= 1
         ot = self.book.studies[key].ask()
+        uid = new_trial_uid()
+        ot.set_user_attr("trial_uid", uid)  # so a resume matches it to its row by identity
         method, hparams, seed = self.space.suggest(ot)
         cfg = self.space.config(key, method, hparams, seed)
-        return key, ot, {"study": key, "trial_number": ot.number, "trial_uid": new_trial_uid(),
+        return key, ot, {"study": key, "trial_number": ot.number, "trial_uid": uid,
                          "ray_trial_id": trial_id, "config": cfg.to_dict(), "_cfg": cfg}
 
     def suggest(self, trial_id: str) -> dict | None:

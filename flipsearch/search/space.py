@@ -39,7 +39,7 @@ TRAINING_KEYS = ("training", "m1_training", "update_training")
 SCENARIO_KEYS = SCENARIO_LISTS | SCENARIO_FIELDS | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
-               "replicates", "pack"}
+               "replicates", "pack", "resource_timeout"}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
 SCHEDULERS = ("fifo", "mo-asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -63,6 +63,19 @@ class Dist:
         if self.kind == "int":
             return trial.suggest_int(name, *self.args, log=self.log)
         return trial.suggest_categorical(name, list(self.args))
+
+    def distribution(self):
+        """The Optuna distribution `suggest` samples from (None for a fixed value: it is
+        never asked of Optuna). Used to rebuild a study's trials from result rows."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "fixed":
+            return None
+        if self.kind in ("uniform", "loguniform"):
+            return FloatDistribution(*self.args, log=self.kind == "loguniform")
+        if self.kind == "int":
+            return IntDistribution(*self.args, log=self.log)
+        return CategoricalDistribution(list(self.args))
 
     def grid_values(self) -> list:
         if self.kind == "fixed":
@@ -109,6 +122,7 @@ class SearchSpace:
     grace_period: int = 1
     replicates: int = 0
     pack: int = 1
+    resource_timeout: float = 600.0  # seconds to wait for an autoscaler to add a node a trial fits
     scenario_options: dict[str, Any] = field(default_factory=dict)  # the scenario block, as written
     templates: dict[str, TrialConfig] = field(default_factory=dict)  # study key -> its scenario's config
 
@@ -124,6 +138,23 @@ class SearchSpace:
         hp = {p: d.suggest(trial, f"{method}.{p}") for p, d in self.methods[method].items()}
         seed = self.seeds[0] if len(self.seeds) == 1 else trial.suggest_categorical("seed", self.seeds)
         return method, hp, seed
+
+    def optuna_params(self, method: str, hparams: dict[str, Any], seed: int) -> tuple[dict, dict]:
+        """(params, distributions) of the Optuna trial that `suggest` would have made for
+        (method, hparams, seed): the inverse of `suggest`, to rebuild a study from its rows."""
+        from optuna.distributions import CategoricalDistribution
+
+        params: dict[str, Any] = {}
+        dists: dict[str, Any] = {}
+        if len(self.methods) > 1:
+            params["method"], dists["method"] = method, CategoricalDistribution(list(self.methods))
+        for p, d in self.methods.get(method, {}).items():
+            dist = d.distribution()
+            if dist is not None and p in hparams:
+                params[f"{method}.{p}"], dists[f"{method}.{p}"] = hparams[p], dist
+        if len(self.seeds) > 1:
+            params["seed"], dists["seed"] = seed, CategoricalDistribution(list(self.seeds))
+        return params, dists
 
     def grid(self) -> list[dict[str, Any]]:
         """Every point of a fully discrete space (for the grid sampler), as Optuna params."""
@@ -164,10 +195,16 @@ def _read_with_includes(path: str, seen: tuple[str, ...]) -> dict:
     if path in seen:
         raise UsageError(f"{path}: include cycle through {' -> '.join(seen)}")
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.load(f, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise UsageError(f"search space {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"search space {path!r} is a directory; give a YAML file") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"search space {path!r} is not a text file (not UTF-8); give a YAML file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read search space {path!r}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -186,6 +223,27 @@ def _read_with_includes(path: str, seen: tuple[str, ...]) -> dict:
         merged = _deep_merge(merged, _read_with_includes(os.path.join(os.path.dirname(path), inc), seen + (path,)))
     raw = {k: v for k, v in raw.items() if k != "include"}
     return _deep_merge(merged, raw)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last one silently, so `lr: 0.1` then `lr: 0.5` would quietly run 0.5)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: let the base class report it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -286,6 +344,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
         max_failures=num("max_failures", 2, 0), scheduler=scheduler,
         reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
         replicates=num("replicates", 0, 0), pack=num("pack", 1, 1),
+        resource_timeout=num("resource_timeout", 600, 0, float),
         scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
     space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}

@@ -4,6 +4,12 @@ Studies live in an Optuna journal file in the output directory (`OUT/optuna.jour
 `optuna-dashboard OUT/optuna.journal` opens them and a killed sweep resumes where it was.
 Only the sweep driver talks to Optuna; trials on other nodes never touch the journal. For an
 object-store output the journal is mirrored to a local file and uploaded after every write.
+
+The result rows, not the journal, are the truth. On `--resume` every study is reconciled
+from them (`StudyBook.reconcile`): a lost journal is rebuilt trial by trial from the rows
+(parameters and distributions from the search space, values from the validation metrics),
+a torn last record (a crash mid-write) is dropped, and a journal damaged elsewhere is set
+aside and rebuilt; each repair is said in one line (`StudyBook.notes`).
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class StudyBook:
+    """The sweep's Optuna studies, one per scenario. The result rows are the source of
+    truth: `reconcile` makes the studies agree with them (after a crash, a lost or damaged
+    journal), so no finished trial is hidden from the sampler and no two trials share a
+    number or a `trial_uid`."""
+
     def __init__(self, space: SearchSpace, out: Storage, objectives: list[Objective],
                  constraints: list[Constraint], sampler: str, seed: int):
         self.space, self.out = space, out
         self.objectives, self.constraints = objectives, constraints
+        self.notes: list[str] = []  # one line per repair made to the journal
         if out.is_local:
             self.journal_path = out.path(JOURNAL)
         else:  # mirror an object-store journal locally
@@ -44,7 +56,16 @@ class StudyBook:
             elif os.path.exists(self.journal_path):
                 os.remove(self.journal_path)
         out.makedirs()
-        self.storage = JournalStorage(JournalFileBackend(self.journal_path))
+        self._fresh: set[str] = set()  # studies created now (a grid is enqueued after reconcile)
+        note = repair_journal(self.journal_path, out.child_uri(JOURNAL))
+        if note:
+            self.notes.append(note)
+        try:  # Optuna replays the whole journal here
+            self.storage = JournalStorage(JournalFileBackend(self.journal_path))
+        except _UNREADABLE as e:  # records that are JSON but that Optuna cannot replay
+            why = f"Optuna cannot replay it: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self.notes.append(_set_aside(self.journal_path, out.child_uri(JOURNAL), why))
+            self.storage = JournalStorage(JournalFileBackend(self.journal_path))
         self.studies: dict[str, optuna.Study] = {}
         for i, scen in enumerate(space.scenarios):
             self.studies[scen.key] = self._open(scen.key, sampler, seed + i)
@@ -60,6 +81,7 @@ class StudyBook:
 
     def _open(self, name: str, sampler: str, seed: int) -> optuna.Study:
         directions = ["maximize" if o.direction == "max" else "minimize" for o in self.objectives]
+        existed = name in {s.study_name for s in self.storage.get_all_studies()}
         study = optuna.create_study(storage=self.storage, study_name=name, directions=directions,
                                     sampler=self._sampler(sampler, seed), load_if_exists=True)
         if [d.name.lower() for d in study.directions] != directions:
@@ -67,29 +89,86 @@ class StudyBook:
 
             raise UsageError(f"study {name!r} in {self.out.uri} was created with other objectives; "
                              "use a new --out directory")
-        if sampler == "grid" and not study.trials:
-            for point in self.space.grid():
-                study.enqueue_trial(point)
+        if not existed:
+            self._fresh.add(name)
         study.set_user_attr("objectives", [f"{o.metric}:{o.direction}" for o in self.objectives])
         study.set_user_attr("constraints", [str(c) for c in self.constraints])
         return study
 
     def reconcile(self, rows: pd.DataFrame) -> dict[str, int]:
-        """After a crash: finish Optuna trials left RUNNING from the rows that did land, fail
-        (and re-enqueue) those that did not. Returns rows already recorded per study."""
+        """Make every study agree with the result rows (the truth). A trial left RUNNING by a
+        crash is told its row's outcome if its row landed, else failed and re-enqueued; a
+        row the study does not hold (its tell was lost, or the whole journal was) is added
+        with its parameters rebuilt from the search space, under its own trial number (the
+        numbers of trials lost in flight are kept by failed placeholders, so a new trial
+        never takes a number a row already has). Replicate rows are never told to Optuna.
+        Returns the search rows already recorded per study."""
+        searched = rows
+        if len(rows) and "replicate_of" in rows:
+            searched = rows[rows["replicate_of"].isna()]
         done: dict[str, int] = {}
         for name, study in self.studies.items():
-            mine = rows[rows["study"] == name] if len(rows) and "study" in rows else rows.iloc[0:0]
-            by_number = {int(r["trial_number"]): r for _, r in mine.iterrows()}
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            mine = searched[searched["study"] == name] if len(searched) and "study" in searched else searched.iloc[0:0]
+            records = sorted(mine.to_dict("records"), key=lambda r: int(r["trial_number"]))
+            by_uid = {str(r["trial_uid"]): r for r in records if not _missing(r.get("trial_uid"))}
+            by_number: dict[int, list[dict]] = {}
+            for r in records:
+                by_number.setdefault(int(r["trial_number"]), []).append(r)
+            trials = study.get_trials(deepcopy=False)
+            # Rows the study already holds: told trials carry their row's uid and status.
+            held = {t.user_attrs.get("trial_uid") for t in trials
+                    if t.state.is_finished() and "status" in t.user_attrs}
+            for t in trials:
+                if t.state != TrialState.RUNNING:
+                    continue
+                uid = t.user_attrs.get("trial_uid")
+                row = by_uid.get(uid) if uid else None
+                if row is None and not uid and len(by_number.get(t.number, [])) == 1:
+                    row = by_number[t.number][0]  # a trial asked before uids were set at ask time
+                if row is not None and str(row["trial_uid"]) not in held:
+                    self.tell(name, optuna.Trial(study, t._trial_id), row)  # its row landed, its tell did not
+                    held.add(str(row["trial_uid"]))
+                    continue
                 study.tell(t.number, state=TrialState.FAIL)  # the crash interrupted it
-                if t.number in by_number:
-                    self.record(name, t, by_number[t.number].to_dict())
-                else:
+                if row is None and t.params:
                     study.enqueue_trial(t.params)  # rerun what the crash interrupted
-            done[name] = len(mine)
+            for r in records:
+                if str(r.get("trial_uid")) in held:
+                    continue
+                while len(study.get_trials(deepcopy=False)) < int(r["trial_number"]):
+                    study.add_trial(optuna.trial.create_trial(
+                        state=TrialState.FAIL,
+                        user_attrs={"status": "lost", "placeholder": "a trial lost in flight; its number stays taken"}))
+                self.record(name, r)
+                held.add(str(r.get("trial_uid")))
+            done[name] = len(records)
+            if name in self._fresh and self.space.sampler == "grid":
+                self._enqueue_grid(study, records)
         self.sync()
         return done
+
+    def _enqueue_grid(self, study: optuna.Study, records: list[dict]) -> None:
+        """A new grid study gets every grid point that no row has run yet."""
+        ran = []
+        for r in records:
+            params = self._params_of(r)[0]
+            if params is not None:
+                ran.append(params)
+        for point in self.space.grid():
+            if point in ran:
+                ran.remove(point)
+            else:
+                study.enqueue_trial(point)
+
+    def _params_of(self, row: dict[str, Any]) -> tuple[dict | None, dict | None]:
+        from ..errors import UsageError
+        from ..results import decode_config
+
+        try:
+            cfg = decode_config(row)
+        except (UsageError, ValueError, TypeError, KeyError):
+            return None, None
+        return self.space.optuna_params(cfg.method, dict(cfg.hparams), cfg.seed)
 
     def outcome(self, row: dict[str, Any]) -> tuple[list[float] | None, TrialState, dict[str, float]]:
         """What Optuna is told of a row, from its **validation** metrics only (`val_*`: the
@@ -116,15 +195,27 @@ class StudyBook:
         study.tell(trial, values, state=None if values else state, skip_if_finished=True)
         self.sync()
 
-    def record(self, study_name: str, frozen: optuna.trial.FrozenTrial, row: dict[str, Any]) -> None:
-        """Add a finished trial with `frozen`'s parameters and `row`'s outcome (after a
-        crash, for a trial whose row landed but whose tell did not)."""
+    def record(self, study_name: str, row: dict[str, Any], frozen: optuna.trial.FrozenTrial | None = None) -> None:
+        """Add a finished trial with `row`'s outcome (after a crash, for a trial whose row
+        landed but whose tell did not, or to rebuild a lost journal): its parameters are
+        `frozen`'s, or rebuilt from the row's configuration and the search space."""
         values, state, constraints = self.outcome(row)
-        self.studies[study_name].add_trial(optuna.trial.create_trial(
-            state=state, values=values, params=frozen.params, distributions=frozen.distributions,
-            constraints=constraints or None,
-            user_attrs={"status": str(row.get("status")), "trial_uid": str(row.get("trial_uid") or ""),
-                        "row_trial_number": int(row.get("trial_number"))}))
+        if frozen is not None:
+            params, dists = frozen.params, frozen.distributions
+        else:
+            params, dists = self._params_of(row)
+        attrs = {"status": str(row.get("status")), "trial_uid": str(row.get("trial_uid") or ""),
+                 "row_trial_number": int(row.get("trial_number"))}
+        if state != TrialState.COMPLETE:
+            attrs["error"] = str(row.get("error") or "")[:500]
+        make = lambda p, d: optuna.trial.create_trial(  # noqa: E731
+            state=state, values=values, params=p, distributions=d, constraints=constraints or None, user_attrs=attrs)
+        try:
+            trial = make(params or {}, dists or {})
+        except ValueError:  # a value outside its distribution: keep the outcome, not the params
+            attrs["params_lost"] = "the row's parameters do not fit the search space"
+            trial = make({}, {})
+        self.studies[study_name].add_trial(trial)
 
     def front_size(self, study_name: str) -> int:
         try:
@@ -136,3 +227,81 @@ class StudyBook:
         if not self.out.is_local:
             with open(self.journal_path, "rb") as f:
                 self.out.write_bytes(f.read(), JOURNAL)
+
+
+def _missing(v: Any) -> bool:
+    if v is None:
+        return True
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# What a journal whose records are JSON but not a consistent history raises when replayed.
+_UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError)
+
+
+def repair_journal(path: str, uri: str) -> str | None:
+    """Make the journal at `path` readable before Optuna opens it; returns one line saying
+    what was done, or None when nothing was needed.
+
+    A crash in the middle of a write leaves a torn last record: it is dropped (Optuna
+    itself would skip it, then append the next record onto it and fail with a
+    JSONDecodeError on the next read). A record damaged anywhere else cannot be trusted:
+    the journal is set aside (`optuna.journal.damaged-<time>`) and the studies are rebuilt
+    from the result rows. A journal that cannot be read at all is an error naming it."""
+    from ..errors import FlipsearchError
+
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FlipsearchError(f"cannot read the Optuna journal {uri} ({e.strerror or e}); move it away and rerun "
+                              "with --resume: the studies are then rebuilt from the result rows") from None
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    bad = [i for i, line in enumerate(lines) if not _json_line(line)]
+    torn = bool(tail.strip())
+    if bad and bad[-1] == len(lines) - 1 and not torn:
+        lines.pop()  # a torn last record onto which the next one was never appended
+        bad.pop()
+        torn = True
+    if bad:
+        return _set_aside(path, uri, f"record {bad[0] + 1} of {len(lines)} is not valid JSON")
+    if not torn:
+        return None
+    keep = b"".join(line + b"\n" for line in lines)
+    with open(path, "r+b") as f:
+        f.truncate(len(keep))
+        f.flush()
+        os.fsync(f.fileno())
+    return (f"{uri}: dropped a torn last record (a write interrupted by a crash); "
+            f"{len(lines)} records kept, the studies are checked against the result rows")
+
+
+def _json_line(line: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(line)
+        return True
+    except ValueError:
+        return False
+
+
+def _set_aside(path: str, uri: str, why: str) -> str:
+    import time
+
+    from ..errors import FlipsearchError
+
+    aside = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        os.replace(path, aside)
+    except OSError as e:
+        raise FlipsearchError(f"the Optuna journal {uri} is damaged ({why}) and cannot be moved aside "
+                              f"({e.strerror or e}); move it away yourself and rerun with --resume") from None
+    return (f"{uri} is damaged ({why}); set it aside as {os.path.basename(aside)} and rebuilt the studies "
+            "from the result rows")

@@ -1,17 +1,21 @@
 """`flipsearch sweep`: Ray Tune schedules the trials, Optuna chooses them, Parquet keeps them.
 
-Flow: validate the space -> take the output lock -> open the studies and reconcile them
-with the rows already written (resume) -> start or join Ray -> load each dataset once into
-the object store -> run the remaining trials -> summarise. No early-stopping scheduler is
-used: a truncated trial reported as complete would land on a multi-objective front.
+Flow: validate the space (on `--resume`: the same space as the run's `sweep.json`) -> load
+each dataset once and make every trial's own checks (`preflight_space`) -> start or join
+Ray and check a trial's resources fit a node -> take the output lock -> open the studies
+and reconcile them with the rows already written -> run the remaining trials ->
+summarise. Bad input is refused before Ray starts and before anything is written.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ class SweepOptions:
     address: str | None = None
     num_cpus: int | None = None  # embedded Ray only
     quiet: bool = False
+    verbose: bool = False  # show Ray's and Ray Tune's own output too
 
 
 @dataclass
@@ -61,32 +66,127 @@ class SweepSummary:
 
 
 class OutputLock:
-    """One sweep per output directory. A lock left by a dead sweep on this host is taken
-    over only by `--resume`; a live one is always refused."""
+    """One sweep per output directory. A lock left by a dead sweep is taken over only by
+    `--resume`; a live one is always refused; leaving releases only this sweep's own lock.
+
+    On a local or NFS path the lock is `flock` held on `OUT/sweep.lock` for the sweep's
+    life: taking it is atomic (two sweeps started at the same instant: exactly one gets
+    it), the kernel drops it when its holder dies however it dies, and the file's JSON says
+    who holds it. A lock file whose flock nobody holds is a dead sweep's. An object store
+    has neither flock nor a conditional write here: the lock is written with a random
+    token and read back, and deleted on exit only while it still holds that token."""
 
     def __init__(self, out: Storage, resume: bool):
         self.out, self.resume = out, resume
-        self.mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        self.token = uuid.uuid4().hex
+        self.mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "token": self.token}
+        self._fd: int | None = None
+        self._held = False
 
     def __enter__(self):
-        if self.out.exists(LOCK):
-            try:
-                held = json.loads(self.out.read_bytes(LOCK))
-            except (ValueError, OSError):
-                held = {}
-            alive = held.get("host") == socket.gethostname() and _pid_alive(int(held.get("pid", -1)))
-            if alive or held.get("host") not in (None, socket.gethostname()):
-                raise FlipsearchError(
-                    f"another sweep (pid {held.get('pid')} on {held.get('host')}) is using {self.out.uri}; "
-                    f"wait for it, or remove {LOCK} there if that sweep is dead")
-            if not self.resume:
-                raise UsageError(f"{self.out.uri} holds an interrupted sweep; continue it with --resume "
-                                 "(or choose another --out)")
-        self.out.write_bytes(json.dumps(self.mine).encode(), LOCK)
+        if self.out.is_local:
+            self._acquire_local()
+        else:
+            self._acquire_remote()
+        self._held = True
         return self
 
     def __exit__(self, *exc):
-        self.out.delete(LOCK)
+        self.release()
+
+    # ------------------------------------------------------------------ local: flock
+
+    def _acquire_local(self) -> None:
+        import fcntl
+
+        self.out.makedirs()
+        path = self.out.path(LOCK)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live sweep holds it
+                held = _read_lock(fd)
+                os.close(fd)
+                raise self._busy(held) from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # its holder released (unlinked) it meanwhile: take the new one
+        held = _read_lock(fd)
+        if held and not self.resume:
+            os.close(fd)
+            raise self._interrupted()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.mine).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+
+    # ------------------------------------------------------------------ object store
+
+    def _acquire_remote(self) -> None:
+        if self.out.exists(LOCK):
+            held = _read_json(self.out, LOCK)
+            same_host = held.get("host") == socket.gethostname()
+            if (same_host and _pid_alive(int(held.get("pid", -1)))) or held.get("host") not in (None, socket.gethostname()):
+                raise self._busy(held)
+            if not self.resume:
+                raise self._interrupted()
+        self.out.write_bytes(json.dumps(self.mine).encode(), LOCK)
+        time.sleep(0.2)  # a sweep that wrote at the same moment has written by now
+        if _read_json(self.out, LOCK).get("token") != self.token:
+            self._held = False
+            raise self._busy(_read_json(self.out, LOCK))
+
+    # ------------------------------------------------------------------ leaving
+
+    def release(self) -> None:
+        """Remove the lock, only if it is still this sweep's (never another's)."""
+        if not self._held:
+            return
+        self._held = False
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                if _same_file(fd, self.out.path(LOCK)) and _read_lock(fd).get("token") == self.token:
+                    os.unlink(self.out.path(LOCK))
+            finally:
+                os.close(fd)  # drops the flock
+            return
+        if _read_json(self.out, LOCK).get("token") == self.token:
+            self.out.delete(LOCK)
+
+    def _busy(self, held: dict) -> FlipsearchError:
+        return FlipsearchError(
+            f"another sweep (pid {held.get('pid')} on {held.get('host')}) is using {self.out.uri}; "
+            f"wait for it, or remove {LOCK} there if that sweep is dead")
+
+    def _interrupted(self) -> UsageError:
+        return UsageError(f"{self.out.uri} holds an interrupted sweep; continue it with --resume "
+                          "(or choose another --out)")
+
+
+def _read_lock(fd: int) -> dict:
+    try:
+        data = os.pread(fd, 65536, 0)
+        held = json.loads(data) if data.strip() else {}
+    except (ValueError, OSError):
+        return {"pid": "?", "host": "?"}
+    return held if isinstance(held, dict) else {"pid": "?", "host": "?"}
+
+
+def _read_json(out: Storage, name: str) -> dict:
+    try:
+        held = json.loads(out.read_bytes(name))
+    except (ValueError, OSError):
+        return {}
+    return held if isinstance(held, dict) else {}
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -107,42 +207,115 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
+    from .. import signals
     from .studies import StudyBook
 
     t0 = time.time()
     out = Storage.open(opts.out)
+    _check_out_dir(out)
     existing = read_results(out, required=False)
     if len(existing) and not opts.resume:
         raise UsageError(f"{out.uri} already holds {len(existing)} trial rows; continue with --resume "
                          "or choose another --out")
     _check_objectives(space.objectives, space.constraints, space)
+    if opts.resume:
+        check_same_space(out, space)
     # Everything that can fail on bad input happens before anything is written.
     datasets = _load_datasets(space)
     preflight_space(space, datasets)
-    connect_ray(opts.address, opts.num_cpus)
+    connect_ray(opts.address, opts.num_cpus, verbose=opts.verbose)
+    check_resources(space, opts.address, quiet=opts.quiet)
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
+    signals.route_sigterm()  # after ray.init, which installs its own (an abort mid-step)
 
-    with OutputLock(out, opts.resume):
-        out.write_bytes(json.dumps(_space_record(space), indent=2).encode(), "sweep.json")
-        book = StudyBook(space, out, space.objectives, space.constraints, space.sampler, space.search_seed)
-        done = book.reconcile(existing)
-        remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
-        run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        total = sum(remaining.values())
-        searcher, n_trained, n_hits = None, 0, 0
-        if total:
-            searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
-        counts = {k: v for k, v in searcher.counts.items() if v} if searcher else {}
-        interrupted = bool(searcher and (any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0))
-        n_reps = 0
-        if space.replicates and not interrupted:
-            from .replicates import run_replicates
+    try:
+        with OutputLock(out, opts.resume):
+            existing = read_results(out, required=False)  # what landed before we held the lock
+            out.write_bytes(json.dumps(_space_record(space), indent=2).encode(), "sweep.json")
+            book = StudyBook(space, out, space.objectives, space.constraints, space.sampler, space.search_seed)
+            for note in book.notes:  # a repaired or rebuilt journal: always said, even with --quiet
+                print(f"[flipsearch] {note}", file=sys.stderr, flush=True)
+            done = book.reconcile(existing)
+            remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+            total = sum(remaining.values())
+            searcher, n_trained, n_hits = None, 0, 0
+            if total:
+                searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
+            counts = {k: v for k, v in searcher.counts.items() if v} if searcher else {}
+            interrupted = bool(searcher and (any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0))
+            n_reps = 0
+            if space.replicates and not interrupted:
+                from .replicates import run_replicates
 
-            n_reps = run_replicates(space, opts, out, run_id, datasets)
-        full = (sum(v for k, v in counts.items() if k != "interrupted")
-                * max(t.update_recipe.epochs for t in space.templates.values()))
-        return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
-                            n_trained, n_hits, time.time() - t0, interrupted,
-                            searcher.epochs_run if searcher else 0, full if space.scheduler != "fifo" else 0, n_reps)
+                n_reps = run_replicates(space, opts, out, run_id, datasets)
+            full = (sum(v for k, v in counts.items() if k != "interrupted")
+                    * max(t.update_recipe.epochs for t in space.templates.values()))
+            return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
+                                n_trained, n_hits, time.time() - t0, interrupted or signals.received(),
+                                searcher.epochs_run if searcher else 0, full if space.scheduler != "fifo" else 0,
+                                n_reps)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _check_out_dir(out: Storage) -> None:
+    """`--out` must be a directory (or not exist yet): an existing file is refused."""
+    if out.is_local and os.path.exists(out.root) and not os.path.isdir(out.root):
+        raise UsageError(f"--out {out.uri} is an existing file, not a directory; choose a directory")
+    if not out.is_local:
+        import pyarrow.fs as pafs
+
+        try:
+            kind = out.fs.get_file_info(out.root).type
+        except OSError:
+            return
+        if kind == pafs.FileType.File:
+            raise UsageError(f"--out {out.uri} is an existing object, not a prefix; choose another --out")
+
+
+# What a resumed sweep must share with the run that started it: a change in any of these
+# makes its studies (their distributions, directions) or its rows (their scenarios and
+# recipes) disagree with what is already there.
+SPACE_IDENTITY = (("methods", "methods and their distributions"), ("seeds", "scenario seeds"),
+                  ("scenarios", "scenarios"), ("objectives", "objectives"), ("constraints", "constraints"),
+                  ("sampler", "sampler"), ("templates", "scenario settings"))
+
+
+def check_same_space(out: Storage, space: SearchSpace) -> None:
+    """On `--resume`, refuse (one line, before anything runs) a search space that differs
+    from the one in the run's `sweep.json` in what its studies and rows depend on; more
+    trials (`--trials`), concurrency, resources and replicates may change."""
+    if not out.exists("sweep.json"):
+        return
+    try:
+        before = json.loads(out.read_bytes("sweep.json"))
+    except (ValueError, OSError):
+        return
+    now = json.loads(json.dumps(_space_record(space), default=str))
+    for key, what in SPACE_IDENTITY:
+        if key in before and before[key] != now.get(key):
+            raise UsageError(f"--resume: the {what} differ from those {out.uri} was started with "
+                             f"({_first_difference(key, before[key], now.get(key))}); a sweep cannot change "
+                             "its search space: resume with the same space files and options, or start a new --out")
+
+
+def _first_difference(path: str, a, b) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if k not in b:
+                return f"{path}.{k} was {_short(a[k])}, now absent"
+            if k not in a:
+                return f"{path}.{k} is new: {_short(b[k])}"
+            if a[k] != b[k]:
+                return _first_difference(f"{path}.{k}", a[k], b[k])
+    return f"{path}: {_short(a)} -> {_short(b)}"
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def preflight_space(space: SearchSpace, datasets: dict) -> None:
@@ -167,7 +340,12 @@ def tune_trainable(space: SearchSpace, out: Storage, run: dict, datasets: dict):
 
     locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run['run_id']}").remote()
     return tune.with_resources(tune.with_parameters(flip_trainable, run=run, datasets=datasets, lock_actor=locks),
-                               {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial})
+                               trial_resources(space))
+
+
+def trial_resources(space: SearchSpace) -> dict[str, float]:
+    """What Ray reserves for one trial."""
+    return {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial}
 
 
 def tune_run_config(out: Storage, name: str, max_failures: int):
@@ -232,24 +410,154 @@ def _scheduler(space: SearchSpace, out: Storage):
     return scheduler
 
 
-def connect_ray(address: str | None, num_cpus: int | None = None) -> None:
+def connect_ray(address: str | None, num_cpus: int | None = None, verbose: bool = False) -> None:
     """Join the cluster at `address` ('auto', 'ray://host:10001', 'host:6379'), or start an
-    embedded Ray with this machine's CPUs/GPUs and no dashboard."""
-    import ray
+    embedded Ray with this machine's CPUs/GPUs and no dashboard.
 
+    The embedded Ray listens on 127.0.0.1 only (nothing on the machine's network
+    interfaces), and its processes are stopped when this process dies, however it dies
+    (`reaper.py`). Unless `verbose`, Ray's and Ray Tune's own output (log lines, Tune's
+    tables and hints) is kept off the terminal, which then shows flipsearch's lines only."""
     if address:
         _check_reachable(address)
+    quiet_ray(verbose)
+    import ray
+
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    kw = {"include_dashboard": False, "log_to_driver": verbose,
+          "logging_level": logging.INFO if verbose else logging.ERROR}
     try:
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, **kw)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            from .reaper import descendants, start_reaper
+
+            before = set(descendants([os.getpid()])) if os.path.isdir("/proc") else set()
+            with _loopback_node():
+                ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kw)
+            if os.path.isdir("/proc"):
+                start_reaper(sorted(set(descendants([os.getpid()])) - before - {os.getpid()}))
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         raise FlipsearchError(f"cannot reach a Ray cluster at {address!r}: {str(e).splitlines()[0]} "
                               "(start one with `ray start --head`, or omit --address for a local Ray)") from None
+
+
+class _loopback_node:
+    """While `ray.init` starts an embedded Ray, treat this node as local-only, so Ray keeps
+    127.0.0.1 as its node address (it otherwise swaps a loopback `_node_ip_address` for the
+    machine's network address) and its servers bind there. This is Ray's own switch for
+    machines that never join a cluster (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, read when
+    Ray is imported, hence also its module constant); both are restored afterwards."""
+
+    KEY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+    def __enter__(self):
+        from ray._private import ray_constants
+
+        self._env = os.environ.get(self.KEY)
+        self._const = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+        os.environ[self.KEY] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        return self
+
+    def __exit__(self, *exc):
+        from ray._private import ray_constants
+
+        if self._env is None:
+            os.environ.pop(self.KEY, None)
+        else:
+            os.environ[self.KEY] = self._env
+        if self._const is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = self._const
+
+
+def quiet_ray(verbose: bool) -> None:
+    """Keep Ray's and Ray Tune's output off the terminal (unless `verbose`): their loggers
+    at ERROR, Tune's legacy reporter at verbosity 0 instead of the new engine (which
+    prints its experiment box and TensorBoard hint at any verbosity), and no per-trial
+    TensorBoard/CSV/JSON loggers (flipsearch's rows are the results). An environment
+    variable the user set wins."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in ("ray", "ray.tune", "ray.train", "ray.air", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def check_resources(space: SearchSpace, address: str | None, quiet: bool = False) -> None:
+    """Refuse a per-trial request no node can ever meet, before any trial waits for it.
+
+    An embedded Ray cannot grow: if no node has the CPUs and GPUs one trial asks for, the
+    sweep is refused at once (one line). A cluster joined with `--address` may autoscale:
+    then the autoscaler is asked for such a node, the sweep says it waits, and fails with
+    one line after `search.resource_timeout` seconds if none joined; when the autoscaler's
+    own configuration shows no node type could ever fit, it is refused at once."""
+    import ray
+
+    need = {k.upper(): v for k, v in trial_resources(space).items() if v}
+    if not need or _fitting_node(ray.nodes(), need):
+        return
+    have = _largest(ray.nodes())
+    what = _describe(need, have, space)
+    if not address:
+        raise UsageError(f"{what}; this local Ray cannot grow: lower the request, or run on a cluster (--address)")
+    possible = _autoscaler_can_fit(need)
+    if possible is False:
+        raise UsageError(f"{what}, and no node type of its autoscaler has that much; lower the request")
+    timeout = space.resource_timeout
+    if not quiet:
+        print(f"[flipsearch] {what}; asking the autoscaler for one and waiting up to {timeout:g}s "
+              "(search.resource_timeout)", file=sys.stderr, flush=True)
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=[need])
+    deadline = time.time() + timeout
+    try:
+        while not _fitting_node(ray.nodes(), need):
+            if time.time() >= deadline:
+                raise FlipsearchError(f"{what}, and none joined within {timeout:g}s (search.resource_timeout); "
+                                      "check the cluster's node types and limits, or lower the request")
+            time.sleep(min(5.0, max(0.1, deadline - time.time())))
+    finally:
+        request_resources(bundles=[])  # Tune's pending trials keep their own demand
+
+
+def _fitting_node(nodes: list[dict], need: dict[str, float]) -> bool:
+    return any(n.get("Alive", True) and all(n.get("Resources", {}).get(k, 0) >= v for k, v in need.items())
+               for n in nodes)
+
+
+def _largest(nodes: list[dict]) -> dict[str, float]:
+    have: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+    for n in nodes:
+        if n.get("Alive", True):
+            for k in have:
+                have[k] = max(have[k], float(n.get("Resources", {}).get(k, 0)))
+    return have
+
+
+def _describe(need: dict[str, float], have: dict[str, float], space: SearchSpace) -> str:
+    flags = {"CPU": f"--cpus-per-trial {space.cpus_per_trial:g}", "GPU": f"--gpus-per-trial {space.gpus_per_trial:g}"}
+    asked = " and ".join(f"{v:g} {k}{'s' if v != 1 else ''}" for k, v in need.items())
+    return (f"a trial asks for {asked} ({', '.join(flags[k] for k in need)}) but no Ray node has that "
+            f"(the largest has {have['CPU']:g} CPUs, {have['GPU']:g} GPUs)")
+
+
+def _autoscaler_can_fit(need: dict[str, float]) -> bool | None:
+    """Whether a node type of the cluster's autoscaler fits `need` (None: unknown)."""
+    try:
+        import ray
+
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - an older Ray, or no autoscaler state: unknown
+        return None
+    if config is None or not len(config.node_group_configs):
+        return None
+    return any(g.max_count != 0 and all(g.resources.get(k, 0) >= v for k, v in need.items())
+               for g in config.node_group_configs)
 
 
 def _check_reachable(address: str, timeout: float = 3.0) -> None:

@@ -107,6 +107,13 @@ class NeuRecover(UpdateMethod):
             raise UsageError("neurecover needs the weights of the CE update's last two epochs; "
                              "train the update for at least 2 epochs (update.epochs >= 2)")
 
+    def check_scenario(self, config, scenario) -> None:
+        from .reference import REPAIR_FRACTION, repair_split
+
+        if repair_split(scenario.y_update, config.seed).numel() == 0:
+            raise UsageError(f"neurecover repairs on a {REPAIR_FRACTION:g} share of D_update, which is empty with "
+                             f"{scenario.update_idx.numel()} update samples; use more data (a larger --scale)")
+
     def update(self, ctx, hp):
         """Repair the "ce_update" reference M2 (module docstring); returns a new module and
         the repair facts in `info`. M2 itself is never modified.
