@@ -69,6 +69,7 @@ def _rates(ok_old: np.ndarray, ok_new: np.ndarray) -> dict[str, Rate | int]:
         "accuracy_ratio": Rate(p1, p2), "accuracy_gain": Rate(p2 - p1, n),
         "nfr_rel": Rate(neg, p1 * n2 / n if n else 0),
         "n_negative_flips": neg, "n_positive_flips": pos, "n": n,
+        "n_correct_old": p1, "n_correct_new": p2, "n_errors_old": n1, "n_errors_new": n2, "n_both_wrong": both_wrong,
     }
 
 
