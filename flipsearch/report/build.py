@@ -45,7 +45,7 @@ from .pareto import default_reference, hypervolume_history, pareto_front
 from .plots import FrontPlotData, Panel, convergence_png, front_png, method_colors
 from .recommend import Recommendation, feasible_mask, recommend, rule_text
 from .selection import (finishing_order, is_replicate, missing_selection, runs_with_replicates, search_mask,
-                        selection_columns, selection_frame, test_frame)
+                        selection_columns, selection_frame, reported_frame)
 from .stats import Stat, stats_of
 from .tables import config_runs, paper1_table, table_metrics
 
@@ -110,11 +110,17 @@ class ScenarioReport:
     rec_stats: dict[str, Stat]
     optimism: Optimism
     costs: pd.DataFrame            # per method: trials, timed, median seconds
-    png: bytes
     plot: FrontPlotData
     notes: list[str] = field(default_factory=list)
     flips: FlipComparison | None = None
-    hover: dict = field(default_factory=dict)   # row index -> hover text (validation and test values)
+    _png: bytes | None = None
+
+    @property
+    def png(self) -> bytes:
+        """The front plot as PNG (drawn on first use: only the files need it)."""
+        if self._png is None:
+            self._png = front_png(self.plot)
+        return self._png
 
     @property
     def n_trials(self) -> int:
@@ -137,7 +143,6 @@ class Report:
     constraints: list[Constraint]
     scenarios: list[ScenarioReport]
     table: pd.DataFrame
-    hypervolume_png: bytes
     counts: dict[str, int]
     searched: dict[str, Any] = field(default_factory=dict)
     report_dir: str = ""
@@ -148,6 +153,16 @@ class Report:
     flips_requested: bool = True
 
     HYPERVOLUME_PNG = "hypervolume.png"
+
+    @property
+    def hypervolume_png(self) -> bytes:
+        """Validation hypervolume against cumulative update epochs, every scenario (drawn on first use)."""
+        if getattr(self, "_hv_png", None) is None:
+            self._hv_png = convergence_png(
+                {s.key: (s.curve.epochs, s.curve.hypervolume) for s in self.scenarios},
+                "cumulative update epochs (search trials in finishing order)",
+                "Validation hypervolume against compute: " + " × ".join(str(o) for o in self.objectives))
+        return self._hv_png
 
     @property
     def rule(self) -> str:
@@ -307,14 +322,11 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
                                                       or meta.get("cpus_per_trial") or 1)))
     tell("tables and plots", steps, steps)
     table = paper1_table(df, objs, cons, searched, order)
-    hv = convergence_png({s.key: (s.curve.epochs, s.curve.hypervolume) for s in scenarios},
-                         "cumulative update epochs (search trials in finishing order)",
-                         "Validation hypervolume against compute: " + " × ".join(str(o) for o in objs))
     counts = {k: int(v) for k, v in df["status"].value_counts().items()}
     search_rows = df[~is_replicate(df)]
     early = early_stopping(search_rows, state, keys[~is_replicate(df)])
     return Report(storage.uri, str(meta.get("name") or storage.uri.rstrip("/").rsplit("/", 1)[-1]), objs, cons,
-                  scenarios, table, hv, counts, searched, rows=df, early=early, reported=reported, meta=meta,
+                  scenarios, table, counts, searched, rows=df, early=early, reported=reported, meta=meta,
                   flips_requested=flips)
 
 
@@ -333,7 +345,7 @@ def _int(v) -> str:
 
 def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, colors, reported) -> ScenarioReport:
     first = rows.iloc[0]
-    val, test = selection_frame(rows), test_frame(rows)
+    val, test = selection_frame(rows), reported_frame(rows)
     search = search_mask(rows)
     sval, stest = val[search], test[search]
     notes = []
@@ -380,8 +392,7 @@ def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, c
     return ScenarioReport(key, str(first.get("dataset")), str(first.get("arrangement")), str(first.get("model")),
                           counts, rows, val, test, rows.loc[front_sel.index], points, m1, m1_val, baseline, noise,
                           [float(h) for h in hv], [float(r) for r in reference], curve, rec, rec_runs,
-                          stats_of(rec_runs, reported), opt, cost_table(rows[~is_replicate(rows)]), front_png(plot),
-                          plot, notes)
+                          stats_of(rec_runs, reported), opt, cost_table(rows[~is_replicate(rows)]), plot, notes)
 
 
 def _dominates(a: dict[str, float], b: dict[str, float], objectives) -> bool:

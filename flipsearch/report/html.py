@@ -156,7 +156,7 @@ def _block(b) -> str:
         ident = f" id=\"{esc(b.id)}\"" if b.id else ""
         png = (f"<figcaption class=\"png\">Static version: <a href=\"{esc(b.name)}\">{esc(b.name)}</a></figcaption>"
                if b.png is not None else "")
-        body = b.html or (f"<img src=\"{data_uri(b.png)}\" alt=\"{esc(b.alt)}\">" if b.png else "")
+        body = b.html() if b.html is not None else ""
         return f"<figure class=\"plot\"{ident} data-file=\"{esc(b.name)}\">{body}{png}</figure>"
     if isinstance(b, Raw):
         return b.html

@@ -202,10 +202,7 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
         err = {}
         if panel.claimed_index is not None and sx is not None and sy is not None \
                 and sx.has_spread and sy.has_spread:                        # the test panel only
-            err = {"error_x": {"type": "data", "symmetric": False, "array": [sx.high - sx.mean],
-                               "arrayminus": [sx.mean - sx.low], "color": "#bbb", "thickness": 1},
-                   "error_y": {"type": "data", "symmetric": False, "array": [sy.high - sy.mean],
-                               "arrayminus": [sy.mean - sy.low], "color": "#bbb", "thickness": 1}}
+            err = {"error_x": _err(sx, "#bbb"), "error_y": _err(sy, "#bbb")}
         n = s.baseline.n if s.baseline is not None else 0
         text = (f"<b>ce baseline</b> (init=old), mean over {n} seed{'s' if n != 1 else ''}<br>"
                 f"{_esc(short(mx))} {_esc(fmt_unit(mx, b[mx], sx.std if sx and sx.has_spread else None))}<br>"
@@ -280,13 +277,16 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
         fig.add_trace(go.Scatter(
             x=[sx.mean], y=[sy.mean], mode="markers", name=name, legendgroup="seeds", showlegend=legend(name),
             marker={"symbol": "diamond", "size": 8, "color": "white", "line": {"width": 1.5, "color": "black"}},
-            error_x={"type": "data", "symmetric": False, "array": [sx.high - sx.mean], "arrayminus": [sx.mean - sx.low],
-                     "color": "black", "thickness": 1},
-            error_y={"type": "data", "symmetric": False, "array": [sy.high - sy.mean], "arrayminus": [sy.mean - sy.low],
-                     "color": "black", "thickness": 1},
+            error_x=_err(sx, "black"), error_y=_err(sy, "black"),
             hovertemplate=text + "<extra></extra>"), row=r, col=c)
     fig.update_xaxes(**_axis(mx, dirs.get(mx), xr), row=r, col=c)
     fig.update_yaxes(**_axis(my, dirs.get(my), yr), row=r, col=c)
+
+
+def _err(stat, color: str) -> dict:
+    """A plotly error bar from `stat`'s mean to the ends of its interval (never negative)."""
+    return {"type": "data", "symmetric": False, "array": [max(0.0, stat.high - stat.mean)],
+            "arrayminus": [max(0.0, stat.mean - stat.low)], "color": color, "thickness": 1}
 
 
 def _stair(front: pd.DataFrame, objectives, mx: str, my: str) -> tuple[list, list]:

@@ -73,14 +73,14 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)          # the constrained layout fits the legend: one draw
+    fig.savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
 
 
@@ -143,14 +143,18 @@ def _staircase(ax, rows: pd.DataFrame, objectives, mx: str, my: str, **style) ->
     ax.step(x[order], y[order], where="post", **style)
 
 
+def _err(stat: Stat, at: float) -> list[list[float]]:
+    """Error bar lengths [[below], [above]] from `at` to the ends of `stat`'s interval (never negative)."""
+    return [[max(0.0, at - stat.low)], [max(0.0, stat.high - at)]]
+
+
 def _scatter_pair(ax, d: FrontPlotData, p: Panel, mx: str, my: str, staircase: bool, compact: bool) -> None:
     rows = p.rows
     if p.baseline is not None and mx in p.baseline.index and my in p.baseline.index:
         bx, by = float(p.baseline[mx]), float(p.baseline[my])
         sx, sy = p.baseline_stats.get(mx), p.baseline_stats.get(my)
         if p.claimed_index is not None and sx is not None and sy is not None and sx.has_spread and sy.has_spread:
-            ax.errorbar([bx], [by], xerr=[[bx - sx.low], [sx.high - bx]], yerr=[[by - sy.low], [sy.high - by]],
-                        fmt="none", ecolor="0.7", lw=0.8, zorder=1)
+            ax.errorbar([bx], [by], xerr=_err(sx, bx), yerr=_err(sy, by), fmt="none", ecolor="0.7", lw=0.8, zorder=1)
         ax.scatter([bx], [by], marker="*", s=300, facecolors="none", edgecolors=[d.colors.get("ce", "0.4")],
                    lw=1.2, zorder=1, label="ce baseline (mean over seeds)")
     for method, group in rows.groupby("method", sort=False):
@@ -174,9 +178,8 @@ def _scatter_pair(ax, d: FrontPlotData, p: Panel, mx: str, my: str, staircase: b
         sx, sy = stats.get(mx), stats.get(my)
         if sx is None or sy is None or not (sx.has_spread and sy.has_spread):
             continue
-        ax.errorbar([sx.mean], [sy.mean], xerr=[[sx.mean - sx.low], [sx.high - sx.mean]],
-                    yerr=[[sy.mean - sy.low], [sy.high - sy.mean]], fmt="D", ms=4, color="black", mfc="white",
-                    lw=0.8, zorder=5, label="front point: seed mean ± 95 % CI")
+        ax.errorbar([sx.mean], [sy.mean], xerr=_err(sx, sx.mean), yerr=_err(sy, sy.mean), fmt="D", ms=4,
+                    color="black", mfc="white", lw=0.8, zorder=5, label="front point: seed mean ± 95 % CI")
     _guides(ax, d, p, mx, vertical=True)
     _guides(ax, d, p, my, vertical=False)
     dirs = {o.metric: o.direction for o in d.objectives}
@@ -245,8 +248,13 @@ def front_png(d: FrontPlotData) -> bytes:
     for ax, _, _ in cells:
         handles, labels = ax.get_legend_handles_labels()
         seen.update({lab: h for lab, h in zip(labels, handles) if lab not in seen})
+    # A fixed layout (the constrained one costs seconds per figure): the legend in the right margin.
+    width = fig.get_figwidth()
+    fig.subplots_adjust(left=0.95 / width, right=1 - 3.0 / width, bottom=0.55 / fig.get_figheight(),
+                        top=1 - 0.6 / fig.get_figheight(), wspace=0.28, hspace=0.45)
     if seen:
-        fig.legend(seen.values(), seen.keys(), fontsize=8, loc="outside right center", frameon=False)
+        fig.legend(seen.values(), seen.keys(), fontsize=8, loc="center left",
+                   bbox_to_anchor=(1 - 2.9 / width, 0.5), frameon=False)
     return _png(fig)
 
 
@@ -255,6 +263,7 @@ def convergence_png(curves: dict[str, tuple[Sequence[float], Sequence[float]]], 
     `curves` = {scenario: (x, hypervolume)}."""
     fig = _figure(7.5, 4.2)
     ax = fig.subplots()
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.9)
     for name, (x, hv) in curves.items():
         if len(hv):
             ax.step(np.asarray(x, dtype=float), hv, where="post", lw=1.5, marker="o", ms=3, label=name)

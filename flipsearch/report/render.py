@@ -99,11 +99,12 @@ class Code:
 
 @dataclass
 class Figure:
-    """A plot: the interactive `html` on the page, the PNG `name` in Markdown."""
+    """A plot: the interactive `html()` on the page (drawn only when the page is), the PNG
+    `name` in Markdown."""
     name: str
     png: bytes | None
     alt: str
-    html: str = ""
+    html: Any = None          # a callable returning the plot's HTML, or None for the PNG itself
     id: str = ""
 
 
@@ -520,8 +521,8 @@ def _scenario_blocks(report: "Report", s: "ScenarioReport") -> Section:
     blocks += [P("Note: " + n + ".") for n in s.notes]
     blocks += _baseline_blocks(report, s)
     blocks += _recommendation_blocks(report, s)
-    blocks.append(Figure(s.png_name, s.png, f"trade-off in {s.key}: validation and test",
-                         front_figure(report, s), f"plot-front-{s.key}"))
+    blocks.append(Figure(s.png_name, True, f"trade-off in {s.key}: validation and test",
+                         lambda: front_figure(report, s), f"plot-front-{s.key}"))
     blocks.append(Heading(3, "Front (chosen on validation) with its test values", f"front-{s.key}"))
     if s.points:
         blocks.append(P(f"{len(s.points)} point{'s' if len(s.points) != 1 else ''}"
@@ -556,8 +557,8 @@ def _early_blocks(report: "Report") -> list:
     from .interactive import convergence_figure
 
     es = report.early
-    fig = Figure(report.HYPERVOLUME_PNG, report.hypervolume_png, "validation hypervolume against cumulative update epochs",
-                 convergence_figure(report), "plot-convergence")
+    fig = Figure(report.HYPERVOLUME_PNG, True, "validation hypervolume against cumulative update epochs",
+                 lambda: convergence_figure(report), "plot-convergence")
     if es is None:
         return [Heading(2, "Convergence", "convergence"),
                 P("Hypervolume of the validation front after each search trial, against the update epochs spent so "

@@ -6,7 +6,7 @@ A report selects on VALIDATION and reports on TEST:
   under the plain name (`val_nfr` as `nfr`, the column mapping of
   `flipsearch.objectives.selection_view`); test values are not in it at all, so a front,
   a hypervolume, a feasibility check or a recommendation computed on it cannot see them.
-- `test_frame(df)` is the same rows with the test values under the plain names and no
+- `reported_frame(df)` is the same rows with the test values under the plain names and no
   `val_*` column: what the report shows as results.
 
 Both keep `df`'s index, so a row chosen on one is looked up on the other with `.loc`.
@@ -51,7 +51,7 @@ def selection_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def test_frame(df: pd.DataFrame) -> pd.DataFrame:
+def reported_frame(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with the test values under the plain metric names and no `val_*` metric column."""
     val_cols = set(selection_columns(df.columns).values())
     return df[[c for c in df.columns if c not in val_cols]].copy()

@@ -25,7 +25,7 @@ from .configs import CONFIG_KEY, aggregate_seeds, config_keys, scenario_keys, se
 from .pareto import closest_to_feasible
 from .recommend import best_operating_point
 from .baselines import find_baseline
-from .selection import runs_with_replicates, search_mask, selection_frame, test_frame
+from .selection import runs_with_replicates, search_mask, selection_frame, reported_frame
 from .stats import metric_bounds, seed_stat
 
 PAPER1_METRICS = ("accuracy_ratio", "accuracy_gain", "br", "bec", "nfr")
@@ -58,7 +58,7 @@ def paper1_table(rows: pd.DataFrame, objectives: Sequence[Objective], constraint
     metrics = table_metrics(objectives)
     if len(rows) == 0:
         return pd.DataFrame(columns=["scenario", "method", *metrics])
-    val, test = selection_frame(rows), test_frame(rows)
+    val, test = selection_frame(rows), reported_frame(rows)
     search = search_mask(rows)
     keys = scenario_keys(rows)
     order = list(dict.fromkeys([*scenario_order, *keys]))
