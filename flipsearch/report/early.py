@@ -108,7 +108,7 @@ def _budget(rows: pd.DataFrame) -> tuple[int, int]:
     run = rows["epochs"].to_numpy(dtype=float, na_value=np.nan) if "epochs" in rows else np.zeros(len(rows))
     full = rows["update_epochs"].to_numpy(dtype=float, na_value=np.nan) if "update_epochs" in rows \
         else np.full(len(rows), np.nan)
-    full = np.where(np.isnan(full), run, full)
+    full = np.fmax(np.where(np.isnan(full), run, full), np.nan_to_num(run))     # a trial never runs past its budget
     return int(np.nansum(run)), int(np.nansum(full))
 
 

@@ -98,18 +98,23 @@ class FlipComparison:
                 "only_baseline": [int(i) for i in self.only_ce], "seconds": round(self.seconds, 3)}
 
 
-def _recorded_nfr(rows: pd.DataFrame, cfg, method: str, default_ce: bool, hparams: dict | None) -> float | None:
-    """The NFR a row of `rows` recorded for this configuration at this seed, if one did."""
-    from .configs import hparams_of
+def _recorded_nfr(rows: pd.DataFrame, cfg) -> float | None:
+    """The test NFR a row of `rows` recorded for exactly this configuration and seed, if one did."""
+    from ..results import decode_config
 
-    ok = rows[(rows["status"] == "ok") & (rows["method"] == method) & (rows["seed"] == cfg.seed)]
+    ok = rows[(rows["status"] == "ok") & (rows["method"] == cfg.method) & (rows["seed"] == cfg.seed)]
+    want = cfg.replace(device="auto")
     for _, r in ok.iterrows():
-        if (default_ce and is_default_ce(r)) or (not default_ce and hparams_of(r) == dict(hparams or {})):
-            return float(r["nfr"]) if pd.notna(r.get("nfr")) else None
+        try:
+            same = decode_config(r).replace(device="auto") == want
+        except Exception:  # noqa: BLE001 - a row that no longer decodes is not this configuration
+            same = False
+        if same and pd.notna(r.get("nfr")):
+            return float(r["nfr"])
     return None
 
 
-def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, default_ce: bool, dataset) -> FlipSide:
+def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset) -> FlipSide:
     from ..audit import flip_audit
     from ..trial import critical_test_mask, run_trial
 
@@ -123,8 +128,7 @@ def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, default_ce: bool,
     audit = flip_audit(result.old_model, result.model, scenario.x_test, y, class_names=names,
                        critical_mask=None if mask is None else mask.cpu().numpy().astype(bool),
                        old_num_classes=scenario.num_old_classes)
-    return FlipSide(label, cfg, audit, _recorded_nfr(rows, cfg, cfg.method, default_ce, cfg.hparams),
-                    time.perf_counter() - t0)
+    return FlipSide(label, cfg, audit, _recorded_nfr(rows, cfg), time.perf_counter() - t0)
 
 
 def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
@@ -154,11 +158,10 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
         rec_is_ce = cfg.method == BASELINE_METHOD and is_default_ce(point)
-        cmp.rec = _run(cfg, store, "ce baseline" if rec_is_ce else "recommendation", rows, scenario, rec_is_ce,
-                       dataset)
+        cmp.rec = _run(cfg, store, "ce baseline" if rec_is_ce else "recommendation", rows, scenario, dataset)
         if not rec_is_ce:
             ce_cfg = cfg.replace(method=BASELINE_METHOD, hparams={})
-            cmp.ce = _run(ce_cfg, store, "ce baseline", rows, scenario, True, dataset)
+            cmp.ce = _run(ce_cfg, store, "ce baseline", rows, scenario, dataset)
         parts = ([(cmp.rec.audit, cmp.both), (cmp.rec.audit, cmp.only_rec), (cmp.ce.audit, cmp.only_ce)]
                  if cmp.ce else [(cmp.rec.audit, cmp.rec.negatives)])
         shown = [i for audit, part in parts for i in _gallery_order(audit, part)[:limit]]

@@ -126,8 +126,10 @@ class Section:
 Block = Union[Heading, Para, Table, Code, Figure, Raw, Section]
 
 INFEASIBLE_MARK = " (infeasible)"
-NO_SPREAD = ("no seed spread is available (each point ran with one seed); rerun the sweep with "
-             "`--replicates 3` to re-run the front and the ce baseline with three more seeds")
+def no_spread(capital: bool = False) -> list:
+    """'no seed spread is available …; rerun the sweep with `--replicates 3` …' as inline parts."""
+    return [("N" if capital else "n") + "o seed spread is available (each point ran with one seed); rerun the sweep "
+            "with ", C("--replicates 3"), " to re-run the front and the ce baseline with three more seeds"]
 
 
 def P(*parts, cls: str = "") -> Para:
@@ -226,7 +228,7 @@ def _overview(report: "Report") -> list:
         blocks.append(P(f"Seed spread: {reps} replicate runs re-ran the front points and the ce baseline with other "
                         "seeds; values over seeds are mean ± std with the 95 % t-interval in brackets."))
     else:
-        blocks.append(P("Seed spread: ", NO_SPREAD[0].upper() + NO_SPREAD[1:], "."))
+        blocks.append(P("Seed spread: ", *no_spread(capital=True), "."))
     blocks.append(P("Rows: ", Link("trials.csv", "trials.csv"), " (every row of the sweep, every column; the parts are ",
                     C(report.out.rstrip("/") + "/trials/*.parquet"), "), ", Link("front.parquet", "front.parquet"),
                     " (every front point). The Optuna journal: ", C(report.journal), " — browse it with ",
@@ -339,7 +341,7 @@ def _baseline_blocks(report: "Report", s: "ScenarioReport") -> list:
                             "in this band has not shown an improvement over plain retraining."))
         else:
             blocks.append(P(B(["Noise floor"]), f": the ce baseline ran with one seed only ({short(m)} "
-                            f"{fmt_rate(b.runs.iloc[0], m)}), so ", NO_SPREAD, "."))
+                            f"{fmt_rate(b.runs.iloc[0], m)}), so ", *no_spread(), "."))
     return blocks
 
 
@@ -533,7 +535,7 @@ def _scenario_blocks(report: "Report", s: "ScenarioReport") -> Section:
                         "on test by another's, but whose intervals overlap it in every objective."))
         blocks.append(front_block(report, s))
         if not any(p.n_seeds > 1 for p in s.points):
-            blocks.append(P("Seed spread: ", NO_SPREAD, "."))
+            blocks.append(P("Seed spread: ", *no_spread(), "."))
     else:
         blocks.append(P("The front is empty: no ok search trial satisfies the constraints on validation."))
     blocks.append(_optimism_para(report, s))
@@ -565,12 +567,14 @@ def _early_blocks(report: "Report") -> list:
                   "far (finishing order). Reference: 0 for a maximised rate, 1 for a minimised one."),
                 fig, _final_hv(report)]
     s = es.settings
+    how = (f"MO-ASHA (rungs {', '.join(f'{r:g}' for r in s['rungs'])} epochs, at most {s.get('max_t')}, "
+           f"η = {s.get('reduction_factor')})" if s.get("rungs") else "Early stopping")
+    saved = "—" if math.isnan(es.saved) else f"{es.saved * 100:.1f} %"
     blocks = [Heading(2, "Early stopping", "early-stopping"),
-              P(f"MO-ASHA (rungs {s.get('rungs')}, max {s.get('max_t')} epochs, η = {s.get('reduction_factor')}) "
-                f"stopped trials on their validation values. The search ran {es.epochs_run} of the {es.epochs_full} "
-                f"update epochs its trials would have run at full budget: {es.saved * 100:.1f} % saved. "
+              P(f"{how} stopped trials on their validation values. The search ran {es.epochs_run} of the "
+                f"{es.epochs_full} update epochs its trials would have run at full budget: {saved} saved. "
                 + ("Rung counts from the scheduler's state (scheduler.json)." if es.source == "scheduler.json"
-                   else "No scheduler.json: rungs read from the epochs of the stopped rows.")),
+                   else "No scheduler.json: the rungs are read from the epochs of the stopped rows.")),
               ]
     rungs = sorted({r for v in es.per_scenario.values() for r in v["rungs"]} | set(es.rungs))
     heads = ["scenario", "epochs run / full", "saved", *(f"rung {r:g}: recorded / continued / stopped" for r in rungs)]
