@@ -175,7 +175,8 @@ def noise_floor(baseline: Baseline | None, metric: str) -> Band | None:
         return None
     v = runs[metric].to_numpy(dtype=float)
     seeds = tuple(int(s) for s in runs["seed"]) if "seed" in runs.columns else ()
-    return Band(metric, float(v.min()), float(v.mean()), float(v.max()), int(v.size), seed_stat(v, metric_bounds(metric)), seeds)
+    return Band(metric, float(v.min()), float(v.mean()), float(v.max()), int(v.size),
+                seed_stat(v, metric_bounds(metric)), seeds)
 
 
 def noise_metrics(metrics) -> list[str]:

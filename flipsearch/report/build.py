@@ -37,15 +37,15 @@ from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constr
 from ..results import read_results
 from ..storage import Storage
 from .baselines import Band, Baseline, find_baseline, m1_value, noise_floor, noise_metrics
-from .configs import CONFIG_KEY, aggregate_seeds, config_keys, hparams_of, scenario_keys, searched_or_changed
+from .configs import aggregate_seeds, config_keys, hparams_of, scenario_keys, searched_or_changed
 from .early import ConvergenceCurve, EarlyStopping, convergence, early_stopping, read_scheduler_state
 from .flips import FlipComparison, compare_flips
 from .optimism import Optimism, optimism
 from .pareto import default_reference, hypervolume_history, pareto_front
 from .plots import FrontPlotData, Panel, convergence_png, front_png, method_colors
 from .recommend import Recommendation, feasible_mask, recommend, rule_text
-from .selection import (finishing_order, is_replicate, missing_selection, runs_with_replicates, search_mask,
-                        selection_columns, selection_frame, reported_frame)
+from .selection import (finishing_order, is_replicate, missing_selection, reported_frame, runs_with_replicates,
+                        search_mask, selection_frame)
 from .stats import Stat, stats_of
 from .tables import config_runs, paper1_table, table_metrics
 
@@ -305,7 +305,7 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     colors = method_colors(list(searched) + sorted(set(df["method"].astype(str))))
     steps = len(order) * (2 if flips else 1) + 1
     tell(f"read {len(df)} rows in {len(order)} scenario{'s' if len(order) != 1 else ''}"
-         + (f"; the flip comparison will re-run 2 trials per scenario" if flips else ""), 0, steps)
+         + ("; the flip comparison will re-run 2 trials per scenario" if flips else ""), 0, steps)
     scenarios = []
     for i, key in enumerate(order):
         tell(f"scenario {key}", i + 1, steps)

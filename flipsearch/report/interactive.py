@@ -131,7 +131,6 @@ def _hover_group(hovers: dict, ids: list) -> str:
 
 def front_figure(report: "Report", s: "ScenarioReport") -> str:
     """The scenario's interactive front plot as an HTML div with its script."""
-    import plotly.graph_objects as go
     import plotly.io as pio
     from plotly.subplots import make_subplots
 

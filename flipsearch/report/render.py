@@ -290,7 +290,7 @@ def paper1_block(report: "Report") -> Table:
 def optimism_block(report: "Report") -> Table:
     heads = ["scenario", "HV validation", "HV test (real)", "HV test if chosen on test", "HV gap"]
     for o in report.objectives:
-        heads += [f"best {header(o.metric)} real", f"… claimed", "gap"]
+        heads += [f"best {header(o.metric)} real", "… claimed", "gap"]
     rows = []
     for s in report.scenarios:
         op = s.optimism
@@ -335,7 +335,7 @@ def _baseline_blocks(report: "Report", s: "ScenarioReport") -> list:
     for m, band in s.noise.items():
         if band.n > 1:
             st = band.stat
-            blocks.append(P(B([f"Noise floor"]), f" ({short(m)} of the ce baseline over {band.n} seeds "
+            blocks.append(P(B(["Noise floor"]), f" ({short(m)} of the ce baseline over {band.n} seeds "
                             f"{', '.join(map(str, band.seeds))}): {fmt(m, band.low)}–{fmt_unit(m, band.high)}, "
                             f"mean {stat_text(m, st)} ({counts_text(b.runs, m)}). A method whose {short(m)} lies "
                             "in this band has not shown an improvement over plain retraining."))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import is_known_metric
-from ..objectives import SELECTION_PREFIX, selection_view
+from ..objectives import selection_view
 
 REPLICATE_OF = "replicate_of"
 
