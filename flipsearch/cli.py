@@ -332,8 +332,11 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
     from .report.build import build_report, default_report_dir
     from .report.render import render_terminal
 
+    show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
+
     def progress(step: str, done: int, total: int) -> None:
-        click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
+        if show:
+            click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
 
     rep = build_report(sweep_dir, objectives or None, constraints or None, progress=progress, flips=not no_flips)
     progress("writing index.html, summary.md and the plots", 1, 1)

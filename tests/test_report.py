@@ -676,7 +676,7 @@ def test_report_of_a_real_sweep_with_replicates(ray_local, tiny_space, tmp_path)
     runner = CliRunner()
     res = runner.invoke(cli, ["report", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
-    assert "[flipsearch report]" in res.stderr and "flips digits__class-incremental__small" in res.stderr
+    assert res.stderr == ""                          # --format json off a terminal: stdout is the one document
     doc = json.loads(res.stdout)
     scen = doc["scenarios"][0]
     assert doc["objectives"] == ["accuracy_new:max", "nfr:min"] and scen["scenario"] == "digits__class-incremental__small"
@@ -710,4 +710,5 @@ def test_report_of_a_real_sweep_with_replicates(ray_local, tiny_space, tmp_path)
     res = runner.invoke(cli, ["report", str(out), "--no-flips", "--out", str(tmp_path / "r2")])
     assert res.exit_code == 0, res.output
     assert "Method × arrangement" in res.stdout and "flipsearch trial --dataset digits" in res.stdout
+    assert "[flipsearch report] 1/2 scenario digits__class-incremental__small" in res.stderr
     assert "flips digits" not in res.stderr and "skipped (--no-flips)" in res.stdout

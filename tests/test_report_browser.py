@@ -44,8 +44,12 @@ def report_page(tmp_path_factory):
              _short(baseline_replicate("exclusive-op", 0, 0.91, 0.024)),
              _short(baseline_replicate("exclusive-op", 1, 0.89, 0.018))]
     out = sweep_dir(tmp, rows, constraints=["accuracy_new>=0.85"])
-    rep = build_report(out, flips=True)
+    steps = []
+    rep = build_report(out, flips=True, progress=lambda step, done, total: steps.append((step, done, total)))
     rep.write(str(tmp / "report"))
+    # the progress tells each flip re-run and its expected cost
+    assert [s for s, _, _ in steps if s.startswith("flips digits__exclusive-op__small: re-running")]
+    assert all(" s)" in s for s, _, _ in steps if s.startswith("flips ")) and steps[-1][1] == steps[-1][2]
     return tmp / "report" / "index.html", rep
 
 
