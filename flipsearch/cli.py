@@ -336,21 +336,33 @@ def _resume_command(space_files, out) -> str:
                    "e.g. 'nfr<=0.01' --constraint 'accuracy_new>=0.85'.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="What to print: a readable summary, or one JSON document for scripts.")
-def report(sweep_dir, report_dir, objectives, constraints, output_format):
+@click.option("--no-flips", is_flag=True,
+              help="Skip re-running each scenario's recommendation and ce baseline for the flip comparison "
+                   "(two trials per scenario; seconds each on digits).")
+def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips):
     """Pareto fronts, the method x arrangement table, plots and a recommendation for the sweep in OUT.
 
-    Writes index.html (self-contained), summary.md, front.parquet and PNG plots to --out.
+    Writes index.html (self-contained), summary.md, front.parquet, trials.csv and PNG plots to --out.
+    Fronts are chosen on validation metrics and reported on test.
     """
     from .report.build import build_report, default_report_dir
     from .report.render import render_terminal
 
-    rep = build_report(sweep_dir, objectives or None, constraints or None)
+    show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
+
+    def progress(step: str, done: int, total: int) -> None:
+        if show:
+            click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
+
+    rep = build_report(sweep_dir, objectives or None, constraints or None, progress=progress, flips=not no_flips)
+    progress("writing index.html, summary.md and the plots", 1, 1)
     written = rep.write(report_dir or default_report_dir(sweep_dir))
     if output_format == "json":
         click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
     else:
         click.echo(render_terminal(rep), nl=False)
-        click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, {len(written) - 3} plots)")
+        click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, trials.csv, "
+                   f"{len(written) - 4} plots)")
 
 
 @cli.command()

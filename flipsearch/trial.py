@@ -129,8 +129,12 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
         def val_metrics(model: torch.nn.Module) -> dict[str, float]:
             if scenario.val_idx.numel() == 0:
                 return {}
+            # Critical classes mark validation samples too (a critical-sample mask covers the test set only),
+            # so a search on critical_* objectives selects on validation like any other.
+            crit = torch.isin(scenario.y_val, torch.tensor(cfg.critical_classes, device=scenario.y_val.device)) \
+                if cfg.critical_classes else None
             return compute_metrics(scenario.y_val, pred_old["val"], predict_logits(model, scenario.x_val).argmax(1),
-                                   old_class_mask=old_mask(scenario.y_val))
+                                   old_class_mask=old_mask(scenario.y_val), critical_mask=crit)
 
         def new_model(init: str) -> torch.nn.Module:
             fresh = build_model(cfg.model_name, n_all, scenario.dataset.input_shape, seed=cfg.seed + 1).to(device)

@@ -129,8 +129,11 @@ def test_critical_class_constraint_changes_the_recommendation(tmp_path):
     'no flip on a critical sample' is required."""
     from test_report import row, sweep_dir
 
-    risky = dict(row("bct", 0.95, 0.010, lambda_c=0.1), critical_classes="3,5", critical_nfr=0.04, critical_n=100.0)
-    safe = dict(row("bct", 0.91, 0.012, lambda_c=2.0), critical_classes="3,5", critical_nfr=0.0, critical_n=100.0)
+    # (reports choose on validation: each row carries its validation critical_nfr too)
+    risky = dict(row("bct", 0.95, 0.010, lambda_c=0.1), critical_classes="3,5", critical_nfr=0.04, critical_n=100.0,
+                 val_critical_nfr=0.04, val_critical_n=20.0)
+    safe = dict(row("bct", 0.91, 0.012, lambda_c=2.0), critical_classes="3,5", critical_nfr=0.0, critical_n=100.0,
+                val_critical_nfr=0.0, val_critical_n=20.0)
     out = sweep_dir(tmp_path, [dict(risky, trial_number=0), dict(safe, trial_number=1)])
 
     def pick(*extra):

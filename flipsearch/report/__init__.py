@@ -2,10 +2,13 @@
 
 The Pareto helpers are re-exported here: `pareto_mask`, `pareto_front`, `hypervolume`,
 `hypervolume_history`, `default_reference`, `closest_to_feasible`, `binding_constraints`.
-The report itself: `build_report(out)` -> `Report` (`.write(dir)`, `.to_json()`), built
-from `aggregate_seeds` (seed means per configuration, `configs`), `paper1_table`
-(`tables`), `recommend.recommend` / `trial_command` (`recommend`), the plots (`plots`,
-matplotlib imported only when drawing) and the renderers (`render`, `html`).
+The report itself: `build_report(out)` -> `Report` (`.write(dir)`, `.to_json()`). It
+chooses on validation and reports on test (`selection`: the one mapping of `val_*` to the
+plain metric names), from `aggregate_seeds` (seed means per configuration, `configs`),
+`paper1_table` (`tables`), `recommend.recommend` / `trial_command` (`recommend`), the seed
+spread (`stats`), the `ce` baseline and noise floor (`baselines`), the optimism gap
+(`optimism`), early stopping (`early`), the flip comparison (`flips`), the plots (`plots`
+PNG, `interactive` plotly) and the renderers (`render`, `html`).
 """
 
 from .build import Report, build_report

@@ -3,42 +3,110 @@ noise floor of flips.
 
 - M1's accuracy: `accuracy_old` (or the matching variant) averaged over the ok rows; it is
   the same for every trial of a seed, so across seeds it is a mean.
-- The `ce` baseline: among the scenario's `ce` configurations, the one with the most runs
-  (ties: the earliest trial), as its seed-mean row.
+- The `ce` baseline is defined, not chosen: the `ce` method with its default
+  hyperparameters (`init=old`: fine-tune M1 with plain cross-entropy) on the scenario's
+  training recipe. Its runs are the search trials of exactly that configuration and the
+  replicate runs the sweep made of it (`replicate_of = "baseline:<study>"`, other seeds),
+  one run per seed (a sampler repeating the point at the same seed adds no spread).
+  `Baseline.source` says which of the two provided it; without either there is no
+  baseline and the report says so.
 - The noise floor: two CE trainings that differ only in the seed already disagree on some
-  samples (METHODS.md §2), so the NFR of `ce` varies from seed to seed. The floor is the
-  range [min, max] and the mean of the baseline configuration's NFR over its runs; with a
-  single run it is that one value. A method whose NFR lies inside the band has not shown
-  an improvement over plain retraining.
+  samples (METHODS.md §2). The floor is the baseline's NFR over its seeds: [min, max],
+  mean ± std and the 95 % t-interval. One seed gives no spread; `--replicates 3` adds
+  three more.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..metrics import base_metric
-from .configs import CONFIG_KEY, config_keys
+from .configs import hparams_of
+from .stats import Stat, metric_bounds, seed_stat, stats_of
 
 BASELINE_METHOD = "ce"
-# Metrics whose seed-to-seed spread under `ce` is drawn as the noise floor.
+BASELINE_REPLICATE = "baseline"    # replicate_of of the baseline's replicates: "baseline:<study>"
+# Metrics whose seed-to-seed spread under `ce` is the noise floor.
 NOISE_METRICS = ("nfr",)
 
 
 @dataclass(frozen=True)
 class Band:
-    """A metric's spread over a baseline's runs."""
+    """A metric's spread over a baseline's runs (one per seed)."""
 
     metric: str
     low: float
     mean: float
     high: float
     n: int
+    stat: Stat | None = None
+    seeds: tuple[int, ...] = ()
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "low": self.low, "mean": self.mean, "high": self.high, "runs": self.n}
+        out = {"metric": self.metric, "low": self.low, "mean": self.mean, "high": self.high, "runs": self.n,
+               "seeds": list(self.seeds)}
+        if self.stat is not None:
+            out.update(std=self.stat.to_json()["std"], ci95=self.stat.to_json()["ci95"])
+        return out
+
+
+@dataclass
+class Baseline:
+    """The scenario's `ce` baseline: its runs (test values under plain names; `val_runs`
+    the same rows' validation values), where they come from, and their statistics."""
+
+    runs: pd.DataFrame
+    val_runs: pd.DataFrame
+    source: str                                      # "search", "replicates", "search+replicates"
+    test: dict[str, Stat] = field(default_factory=dict)
+    val: dict[str, Stat] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in self.runs["seed"]] if "seed" in self.runs.columns else []
+
+    @property
+    def hparams(self) -> dict:
+        return hparams_of(self.runs.iloc[0]) if len(self.runs) else {}
+
+    @property
+    def trial_numbers(self) -> list[int]:
+        search = self.runs[self.runs["replicate_of"].isna()] if "replicate_of" in self.runs else self.runs
+        return [int(t) for t in search["trial_number"]] if "trial_number" in search else []
+
+    def mean_row(self, which: str = "test") -> pd.Series:
+        """A row of the means (test or validation) with the configuration columns of the first run."""
+        stats = self.test if which == "test" else self.val
+        row = self.runs.iloc[0].copy()
+        for m, s in stats.items():
+            row[m] = s.mean
+        return row
+
+    def describe(self) -> str:
+        """'search trial #3 (seed 0) and 2 replicate runs (seeds 1, 2)'."""
+        parts = []
+        if "replicate_of" in self.runs.columns:
+            search = self.runs[self.runs["replicate_of"].isna()]
+            reps = self.runs[self.runs["replicate_of"].notna()]
+        else:
+            search, reps = self.runs, self.runs.iloc[0:0]
+        if len(search):
+            trials = ", ".join(f"#{int(t)}" for t in search["trial_number"])
+            seeds = ", ".join(str(int(s)) for s in search["seed"])
+            parts.append(f"search trial{'s' if len(search) > 1 else ''} {trials} (seed{'s' if len(search) > 1 else ''}"
+                         f" {seeds})")
+        if len(reps):
+            seeds = ", ".join(str(int(s)) for s in reps["seed"])
+            parts.append(f"{len(reps)} replicate run{'s' if len(reps) > 1 else ''} (seed{'s' if len(reps) > 1 else ''}"
+                         f" {seeds})")
+        return " and ".join(parts)
 
 
 def m1_metric(metric: str) -> str | None:
@@ -61,28 +129,54 @@ def m1_value(ok_rows: pd.DataFrame, metric: str) -> float | None:
     return float(v.mean()) if v.size else None
 
 
-def ce_baseline(configs: pd.DataFrame) -> pd.Series | None:
-    """The baseline `ce` configuration's seed-mean row (see the module docstring), or None."""
-    if len(configs) == 0 or "method" not in configs.columns:
-        return None
-    ce = configs[configs["method"] == BASELINE_METHOD]
-    if len(ce) == 0:
-        return None
-    order = ["n_runs", "trial_number"] if "trial_number" in ce.columns else ["n_runs"]
-    return ce.sort_values(order, ascending=[False] + [True] * (len(order) - 1), kind="stable").iloc[0]
+def is_default_ce(row: pd.Series) -> bool:
+    """Whether `row` ran `ce` with every hyperparameter at its default."""
+    from ..methods import methods
+
+    if str(row.get("method")) != BASELINE_METHOD:
+        return False
+    method = methods().get(BASELINE_METHOD)
+    defaults = {h.name: h.default for h in method.hparams} if method else {}
+    return all(defaults.get(k, v) == v for k, v in hparams_of(row).items())
 
 
-def noise_floor(ok_rows: pd.DataFrame, baseline: pd.Series | None, metric: str) -> Band | None:
-    """The spread of `metric` over the runs of the `baseline` configuration, or None."""
-    if baseline is None or metric not in ok_rows.columns or len(ok_rows) == 0:
+def find_baseline(test_rows: pd.DataFrame, val_rows: pd.DataFrame, study: str | None,
+                  metrics) -> Baseline | None:
+    """The scenario's `ce` baseline among its rows (`test_rows` / `val_rows`: the same rows,
+    test and validation values), or None when neither the search nor the replicates ran it."""
+    ok = test_rows[test_rows["status"] == "ok"] if "status" in test_rows.columns else test_rows
+    if len(ok) == 0 or "method" not in ok.columns:
         return None
-    ce = ok_rows[ok_rows["method"] == BASELINE_METHOD]
-    same = ce[config_keys(ce) == baseline[CONFIG_KEY]]
-    v = same[metric].to_numpy(dtype=float, na_value=np.nan)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
+    rep_of = ok["replicate_of"] if "replicate_of" in ok.columns else pd.Series(None, index=ok.index, dtype=object)
+    in_search = rep_of.isna() & ok.apply(is_default_ce, axis=1).astype(bool)
+    tag = f"{BASELINE_REPLICATE}:{study}" if study else None
+    replicated = rep_of.astype("string").fillna("").str.startswith(f"{BASELINE_REPLICATE}:")
+    if tag is not None:
+        replicated &= rep_of.astype("string").fillna("") == tag
+    runs = ok[in_search | replicated]
+    if len(runs) == 0:
         return None
-    return Band(metric, float(v.min()), float(v.mean()), float(v.max()), int(v.size))
+    order = [c for c in ("replicate", "trial_number") if c in runs.columns]
+    runs = runs.assign(_rep=runs["replicate_of"].notna() if "replicate_of" in runs else False)
+    runs = runs.sort_values(["_rep", *order], kind="stable", na_position="first").drop(columns="_rep")
+    if "seed" in runs.columns:
+        runs = runs.drop_duplicates("seed", keep="first")            # one run per seed
+    source = "+".join(s for s, m in (("search", in_search), ("replicates", replicated)) if m.loc[runs.index].any())
+    val = val_rows.loc[runs.index]
+    return Baseline(runs, val, source, stats_of(runs, metrics), stats_of(val, metrics))
+
+
+def noise_floor(baseline: Baseline | None, metric: str) -> Band | None:
+    """The spread of `metric` (test values) over the baseline's seeds, or None."""
+    if baseline is None or metric not in baseline.runs.columns:
+        return None
+    runs = baseline.runs[baseline.runs[metric].notna()]
+    if len(runs) == 0:
+        return None
+    v = runs[metric].to_numpy(dtype=float)
+    seeds = tuple(int(s) for s in runs["seed"]) if "seed" in runs.columns else ()
+    return Band(metric, float(v.min()), float(v.mean()), float(v.max()), int(v.size),
+                seed_stat(v, metric_bounds(metric)), seeds)
 
 
 def noise_metrics(metrics) -> list[str]:

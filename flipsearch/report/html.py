@@ -1,67 +1,190 @@
 """index.html: the report document as one self-contained page.
 
-Plots are embedded as `data:image/png;base64,…` URIs and the style sheet is inline, so the
-file opens offline, can be mailed, and needs nothing beside it.
+plotly.js is inlined once in the head and every plot is a div drawn by it; flip thumbnails
+are `data:` URIs; the style sheet and the few lines of table-sorting script are inline. The
+file opens offline, can be mailed, and needs nothing beside it (the links to trials.csv,
+front.parquet and the PNGs are relative, for when it sits in its report directory).
+
+Layout: one column of at most 80rem; tables wrap their hyperparameters and headers rather
+than widen the page, and a table that is still too wide (many objectives) scrolls inside
+its own box, never the page. The flip matrices sit side by side, the three flip galleries
+in three columns.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import re
+import math
 from typing import TYPE_CHECKING
 
-from .render import Code, Heading, Image, Para, Table, document
+from .render import B, C, Cell, Code, Figure, GroupRow, Heading, Link, Para, Raw, Section, Table, document
 
 if TYPE_CHECKING:
     from .build import Report
 
 _CSS = """
-body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
-       padding: 0 1rem; color: #222; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; white-space: nowrap; }
-th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f8fa; padding: .6rem .8rem; overflow-x: auto; border-radius: 4px; }
-code { background: #f3f3f3; padding: 0 .2rem; border-radius: 3px; }
-img { max-width: 100%; border: 1px solid #eee; }
+body { max-width: 80rem; }
+h2 { scroll-margin-top: .5rem; } h3 { font-size: 1.05rem; margin: 1.6rem 0 .4rem; }
+h4 { font-size: .95rem; margin: .8rem 0 .3rem; }
+nav.toc { font-size: 13px; background: #f7f7f7; border: 1px solid #e3e3e3; border-radius: 6px; padding: .4rem .8rem; }
+nav.toc a { margin-right: .9rem; white-space: nowrap; }
+section.scenario { border-top: 3px solid #4a78b5; margin-top: 2.4rem; }
+section.scenario > h2 { border-bottom: none; margin-top: .8rem; }
+.tablewrap { max-width: 100%; overflow-x: auto; margin: .4rem 0 1rem; }
+.tablewrap table { margin: 0; }
+table.report th { white-space: normal; vertical-align: bottom; min-width: 3.2rem; }
+table.report td { vertical-align: top; }
+table.report td .sub { display: block; color: #666; font-size: 11px; white-space: normal; }
+table.report td.hp { white-space: normal; overflow-wrap: anywhere; min-width: 8rem; max-width: 18rem; }
+table.report td.wrap { white-space: normal; min-width: 7rem; }
+table.report tbody tr:nth-child(even) td { background: #fafafa; }
+table.paper1 { width: 100%; }
+tr.group th { background: #eef3fa; text-align: left; font-size: 13px; padding: .3rem .5rem; }
+table.report td.metrics { white-space: normal; min-width: 15rem; }
+table.report td.metrics .sub { font-size: 12px; color: #222; }
+table.sortable th { cursor: pointer; user-select: none; position: relative; padding-right: 1rem; }
+table.sortable th::after { content: "↕"; position: absolute; right: .25rem; color: #bbb; font-size: 11px; }
+table.sortable th[aria-sort="ascending"]::after { content: "▲"; color: #333; }
+table.sortable th[aria-sort="descending"]::after { content: "▼"; color: #333; }
+td.st-stopped { color: #8a6d00; } td.st-failed, td.st-diverged { color: #b02a37; }
+figure.plot { margin: .6rem 0 1rem; border: 1px solid #eee; border-radius: 6px; padding: .3rem; }
+figure.plot .png { font-size: 12px; color: #777; margin: 0 .4rem; }
+pre { background: #f6f8fa; padding: .6rem .8rem; overflow-x: auto; border-radius: 4px; white-space: pre-wrap;
+      overflow-wrap: anywhere; }
+.flipcols { display: grid; grid-template-columns: repeat(auto-fit, minmax(24rem, 1fr)); gap: 1rem; }
+.flipcol { min-width: 0; border: 1px solid #eee; border-radius: 6px; padding: .2rem .7rem .6rem; }
+.flipsets { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .8rem; margin-top: .6rem; }
+.flipset { min-width: 0; border: 1px solid #eee; border-radius: 6px; padding: .2rem .6rem .5rem; }
+.flipset .grid { grid-template-columns: repeat(auto-fill, minmax(11rem, 1fr)); }
+.flipset:nth-child(2) { border-color: #e8b4b8; } .flipset:nth-child(3) { border-color: #b5dcc0; }
+p.lead { font-size: 15px; }
 """
 
-_NUMERIC = re.compile(r"^[-+]?[\d.]+( ± [\d.]+)?$|^—$")
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.setAttribute('title', 'sort by ' + th.textContent);
+    th.addEventListener('click', function () {
+      var asc = th.getAttribute('aria-sort') !== 'ascending';
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('aria-sort'); });
+      th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+      var body = table.tBodies[0];
+      var key = function (row) {
+        var c = row.cells[col];
+        if (c.hasAttribute('data-v')) { var v = c.getAttribute('data-v'); return v === '' ? null : parseFloat(v); }
+        return c.textContent.trim().toLowerCase();
+      };
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+        var d = (typeof x === 'number' && typeof y === 'number') ? x - y : String(x).localeCompare(String(y));
+        return asc ? d : -d;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
 
 
-def _inline(text: str) -> str:
-    """Escape, then `code` -> <code> and **bold** -> <strong>."""
-    out = html.escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+def esc(text) -> str:
+    return html.escape(str(text))
+
+
+def _inline(parts) -> str:
+    if isinstance(parts, (str, C, B, Link)):
+        parts = [parts]
+    out = []
+    for p in parts:
+        if isinstance(p, C):
+            out.append(f"<code>{esc(p.text)}</code>")
+        elif isinstance(p, B):
+            out.append(f"<strong>{_inline(p.parts)}</strong>")
+        elif isinstance(p, Link):
+            out.append(f"<a href=\"{esc(p.href)}\">{esc(p.text)}</a>")
+        else:
+            out.append(esc(p))
+    return "".join(out)
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _cell(c) -> str:
+    if not isinstance(c, Cell):
+        return f"<td>{esc(c)}</td>"
+    cls = " ".join(x for x in ("num" if c.num else "", c.cls) if x)
+    attrs = f" class=\"{cls}\"" if cls else ""
+    if c.sort is not None and not isinstance(c.sort, str):
+        try:
+            v = float(c.sort)
+        except (TypeError, ValueError):
+            v = math.nan
+        attrs += f" data-v=\"{'' if math.isnan(v) else repr(v)}\""
+    sub = "".join(f"<span class=\"sub\">{esc(line)}</span>" for line in c.sub.split("\n") if line)
+    return f"<td{attrs}>{_inline(c.parts)}{sub}</td>"
+
+
+def _table(t: Table) -> str:
+    cls = " ".join(x for x in ("report", t.cls, "sortable" if t.sortable else "") if x)
+    head = "".join(f"<th scope=\"col\">{esc(h)}</th>" for h in t.headers)
+    rows = "".join(f"<tr class=\"group\"><th colspan=\"{len(t.headers)}\">{esc(r.text)}</th></tr>"
+                   if isinstance(r, GroupRow) else "<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in t.rows)
+    ident = f" id=\"{esc(t.id)}\"" if t.id else ""
+    return (f"<div class=\"tablewrap\"><table{ident} class=\"{cls}\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></div>")
+
+
+def _block(b) -> str:
+    if isinstance(b, Section):
+        inner = "\n".join(_block(x) for x in b.blocks)
+        return f"<section id=\"{esc(b.id)}\" class=\"{esc(b.cls)}\">\n{inner}\n</section>"
+    if isinstance(b, Heading):
+        ident = f" id=\"{esc(b.anchor)}\"" if b.anchor else ""
+        return f"<h{b.level}{ident}>{esc(b.text)}</h{b.level}>"
+    if isinstance(b, Para):
+        return f"<p{' class=' + chr(34) + esc(b.cls) + chr(34) if b.cls else ''}>{_inline(b.parts)}</p>"
+    if isinstance(b, Table):
+        return _table(b)
+    if isinstance(b, Code):
+        return f"<pre><code>{esc(b.text)}</code></pre>"
+    if isinstance(b, Figure):
+        ident = f" id=\"{esc(b.id)}\"" if b.id else ""
+        png = (f"<figcaption class=\"png\">Static version: <a href=\"{esc(b.name)}\">{esc(b.name)}</a></figcaption>"
+               if b.png is not None else "")
+        body = b.html() if b.html is not None else ""
+        return f"<figure class=\"plot\"{ident} data-file=\"{esc(b.name)}\">{body}{png}</figure>"
+    if isinstance(b, Raw):
+        return b.html
+    raise TypeError(f"unknown block {type(b).__name__}")
+
+
+def _toc(blocks) -> str:
+    links = []
+
+    def walk(bs):
+        for b in bs:
+            if isinstance(b, Section):
+                walk(b.blocks)
+            elif isinstance(b, Heading) and b.level == 2 and b.anchor:
+                links.append(f"<a href=\"#{esc(b.anchor)}\">{esc(b.text)}</a>")
+
+    walk(blocks)
+    return f"<nav class=\"toc\">{''.join(links)}</nav>" if links else ""
+
+
 def render_html(report: "Report") -> str:
-    body: list[str] = []
-    for b in document(report):
-        if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            body.append(f"<p>{_inline(b.text)}</p>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.headers)
-            rows = "".join(
-                "<tr>" + "".join(f"<td class=\"num\">{html.escape(c)}</td>" if _NUMERIC.match(c)
-                                 else f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif isinstance(b, Code):
-            body.append(f"<pre><code>{html.escape(b.text)}</code></pre>")
-        elif isinstance(b, Image):
-            body.append(f"<figure><img src=\"{data_uri(b.png)}\" alt=\"{html.escape(b.alt)}\" "
-                        f"data-file=\"{html.escape(b.name)}\"></figure>")
-    title = html.escape(f"flipsearch report: {report.name}")
+    from ..audit.page import _CSS as AUDIT_CSS
+    from .interactive import plotly_js
+
+    blocks = document(report)
+    body = [_block(blocks[0]), _toc(blocks)] + [_block(b) for b in blocks[1:]]
+    title = esc(f"flipsearch report: {report.name}")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n"
-            f"<style>{_CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+            f"<style>{AUDIT_CSS}{_CSS}</style>\n<script>{plotly_js()}</script>\n</head>\n<body>\n"
+            + "\n".join(body) + f"\n<script>{_SORT_JS}</script>\n</body>\n</html>\n")
