@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
-
-import tempfile
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Ray workers inherit this environment: they import the fault-injecting model factories in
 # tests/flipsearch_faults.py and leave their markers in FLIPSEARCH_FAULT_DIR.
 _TESTS = os.path.dirname(os.path.abspath(__file__))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ.get("PYTHONPATH")) if p)
+# A temporary folder on every worker's path, where a test writes a user's method module.
+os.environ["FLIPSEARCH_PLUGIN_DIR"] = tempfile.mkdtemp(prefix="flipsearch-plugins-")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_TESTS, os.environ["FLIPSEARCH_PLUGIN_DIR"],
+                                                       os.environ.get("PYTHONPATH")) if p)
 os.environ["FLIPSEARCH_FAULT_DIR"] = tempfile.mkdtemp(prefix="flipsearch-faults-")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no TensorBoard/CSV loggers per trial
 
