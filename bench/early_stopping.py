@@ -162,6 +162,9 @@ def hv_curve(rows) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     budgets = {}
     for unit in UNITS:
         b = rows[unit].to_numpy(dtype=float, na_value=np.nan)
+        if unit == "seconds_total":  # a failed trial's row may have only the trainable's wall time
+            wall = rows["wall_seconds"].to_numpy(dtype=float, na_value=np.nan)
+            b = np.where(np.isnan(b) & ~rows["status"].isin(["ok", "stopped"]).to_numpy(), wall, b)
         if np.isnan(b).any():
             bad = rows[np.isnan(b)]
             raise SystemExit(f"{int(np.isnan(b).sum())} rows lack {unit} (statuses "
@@ -234,6 +237,10 @@ def analyse(root: Path, lines: list[str]) -> None:
                 curves[(rep, k)] = (sub, *hv_curve(sub))
             base_hv = {rep: (curves[(rep, "b")][1][-1], curves[(rep, "b")][2][-1]) for rep in reps}
             out(f"#### {study}")
+            bad = {k: int((~c[0]["status"].isin(["ok", "stopped"])).sum()) for k, c in curves.items()}
+            if any(bad.values()):
+                out("failed or diverged rows (count in the budget, never on a front): "
+                    + ", ".join(f"rep {r} {k}: {n}" for (r, k), n in sorted(bad.items()) if n))
             out(f"(b) final HV, median over reps: validation {med([v for v, _ in base_hv.values()]):.4f}, "
                 f"test {med([t for _, t in base_hv.values()]):.4f}")
             for unit, uname in UNITS.items():
@@ -338,9 +345,21 @@ def main() -> None:
         return
 
     _timing.set_threads(args.threads)
-    load0, t0 = os.getloadavg(), time.time()
-    lines.append(f"machine: {machine()}; os.getloadavg() at start: "
-                 + " ".join(f"{x:.2f}" for x in load0))
+    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="esbench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    # A rerun with the same --out continues (finished sweeps are kept): the figures then
+    # describe the whole benchmark, from its first start, and say how often it was restarted.
+    started = root / "bench_start.json"
+    first = json.loads(started.read_text()) if started.exists() else {
+        "load": list(os.getloadavg()), "t0": time.time(), "machine": machine(), "invocations": 0}
+    first["invocations"] += 1
+    started.write_text(json.dumps(first))
+    t0 = first["t0"]
+    lines.append(f"machine: {first['machine']}; os.getloadavg() at start: "
+                 + " ".join(f"{x:.2f}" for x in first["load"]))
+    if first["invocations"] > 1:
+        lines.append(f"(invocation {first['invocations']} of this --out: the earlier ones ended before "
+                     "finishing, their finished sweeps are kept; times count from the first start)")
     groups = [{"tag": "digits", "dataset": "digits", "arrangements": ["exclusive-op", "class-incremental"],
                "model": "small", "epochs": args.epochs, "batch": 32, "grace": args.grace, "eta": args.eta,
                "reps": args.reps, "trials": args.trials}]
@@ -351,8 +370,6 @@ def main() -> None:
                        "arrangements": ["exclusive-op"], "model": "small", "epochs": args.epochs,
                        "batch": 64, "grace": args.grace, "eta": args.eta, "reps": args.fashion_reps,
                        "trials": args.fashion_trials, "scale": args.fashion_scale, "test_scale": 0.2})
-    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="esbench-"))
-    root.mkdir(parents=True, exist_ok=True)
     log(f"sweeps -> {root}")
     try:
         for g in groups:
@@ -360,7 +377,7 @@ def main() -> None:
         load1 = os.getloadavg()
         analyse(root, lines)
         lines.append(f"os.getloadavg() at end: " + " ".join(f"{x:.2f}" for x in load1)
-                     + f"; benchmark wall {time.time() - t0:.0f} s")
+                     + f"; benchmark wall {time.time() - t0:.0f} s since the first start")
         text = "\n".join(lines)
         (root / "early_stopping.txt").write_text(text + "\n")
         print(text, flush=True)
