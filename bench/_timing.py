@@ -77,11 +77,9 @@ def space_trials(n: int, path: str = SMOKE, seed: int = 0) -> list:
     import optuna
 
     from flipsearch.search.space import load_space
-    from flipsearch.search.trainable import trial_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(path)
-    m1, upd = space.recipes()
     studies = {s.key: optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)) for s in space.scenarios}
     out = []
     for i in range(n):
@@ -90,49 +88,28 @@ def space_trials(n: int, path: str = SMOKE, seed: int = 0) -> list:
         if len(names) > 1:
             studies[scen.key].enqueue_trial({"method": names[i % len(names)]})
         method, hparams, trial_seed = space.suggest(studies[scen.key].ask())
-        out.append(trial_config({"dataset": scen.dataset, "arrangement": scen.arrangement, "model": scen.model,
-                                 "method": method, "hparams": hparams, "seed": trial_seed,
-                                 "scenario_options": space.scenario_options,
-                                 "m1_training": m1, "update_training": upd}))
+        out.append(space.config(scen.key, method, hparams, trial_seed))
     return out
 
 
 def configs_from_rows(rows, space_path: str = SMOKE) -> list:
     """The `TrialConfig`s of a sweep's result rows (in their start order), to rerun the very
     same trials outside Ray."""
-    from flipsearch.methods import get_method
-    from flipsearch.search.space import load_space
-    from flipsearch.search.trainable import trial_config
+    from flipsearch.results import decode_config
 
-    space = load_space(space_path)
-    m1, upd = space.recipes()
-    out = []
-    for _, r in rows.sort_values("started_at").iterrows():
-        names = {h.name for h in get_method(r["method"]).hparams}
-        hp = {}
-        for name in names:
-            v = r.get(f"hp_{name}")
-            if v is not None and v == v:  # not NaN
-                hp[name] = v.item() if hasattr(v, "item") else v
-        out.append(trial_config({"dataset": r["dataset"], "arrangement": r["arrangement"],
-                                 "model": r["model"] or None, "method": r["method"], "hparams": hp,
-                                 "seed": int(r["seed"]), "scenario_options": space.scenario_options,
-                                 "m1_training": m1, "update_training": upd}))
-    return out
+    return [decode_config(r) for _, r in rows.sort_values("started_at").iterrows()]
 
 
 def run_smoke_sweep(out: str, concurrency: int, cpus_per_trial: float, trials_per_scenario: int | None = None,
                     gpus_per_trial: float | None = None, space_path: str = SMOKE):
     """One sweep of the smoke space through Ray Tune + Optuna into a new directory `out`.
     Returns (wall seconds, summary, rows)."""
+    from flipsearch import sweep
     from flipsearch.results import read_results
-    from flipsearch.search.space import load_space
-    from flipsearch.search.sweep import SweepOptions, run_sweep
 
-    opts = SweepOptions(out=out, quiet=True, concurrency=concurrency, cpus_per_trial=cpus_per_trial,
-                        gpus_per_trial=gpus_per_trial, trials_per_scenario=trials_per_scenario)
     t0 = time.perf_counter()
-    summary = run_sweep(load_space(space_path), opts)
+    summary = sweep(space_path, out=out, quiet=True, concurrency=concurrency, cpus_per_trial=cpus_per_trial,
+                    gpus_per_trial=gpus_per_trial, trials_per_scenario=trials_per_scenario)
     wall = time.perf_counter() - t0
     rows = read_results(out)
     bad = rows[rows["status"] == "failed"]  # "diverged" (a NaN loss) is a legitimate outcome

@@ -28,7 +28,7 @@ import _timing  # noqa: F401
 from _timing import interleave, machine, median, set_threads, spread
 
 from flipsearch.references import ReferenceStore
-from flipsearch.trial import TrialConfig, load_subset, run_trial
+from flipsearch.trial import TrialConfig, load_data, run_trial
 
 METHODS = ("ce", "bct", "fd", "mpt", "neurecover")
 
@@ -48,11 +48,11 @@ def main() -> None:
     set_threads(args.threads)
     print(machine(), flush=True)
 
-    dataset = load_subset(args.dataset, None, False, args.subset)
+    dataset = load_data(TrialConfig(dataset=args.dataset, scale=args.subset, test_scale=args.subset))
     store = ReferenceStore()
     settings = {"epochs": args.epochs} if args.epochs else {}
     methods = ["ce"] + [m for m in args.methods if m != "ce"]
-    configs = {m: TrialConfig(dataset=args.dataset, arrangement=args.arrangement, method=m, subset=args.subset,
+    configs = {m: TrialConfig(dataset=args.dataset, arrangement=args.arrangement, method=m, scale=args.subset, test_scale=args.subset,
                               seed=args.seed, device="cpu").with_settings(settings) for m in methods}
     epochs = configs["ce"].recipes()[1].epochs
     for m in methods:  # train the shared references (M1, φ_new, the CE update) once, untimed

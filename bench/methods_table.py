@@ -43,7 +43,7 @@ from _timing import machine, set_threads
 
 from flipsearch.methods import get_method
 from flipsearch.references import ReferenceStore
-from flipsearch.trial import TrialConfig, TrialResult, load_subset, run_trial
+from flipsearch.trial import TrialConfig, TrialResult, load_data, run_trial
 
 METHODS = ("ce", "bct", "fd", "mpt", "neurecover")
 DEFAULT_SETTINGS = ("update.epochs=3",)
@@ -92,7 +92,7 @@ def main() -> None:
     common, own = split_settings([*DEFAULT_SETTINGS, *args.settings], methods)
     configs = {m: TrialConfig(dataset=args.dataset, arrangement=args.arrangement, method=m, device="cpu")
                .with_settings({**common, **own[m]}) for m in methods}
-    dataset = load_subset(args.dataset, None, False, 1.0)
+    dataset = load_data(TrialConfig(dataset=args.dataset))
 
     results: dict[str, list[TrialResult]] = {m: [] for m in methods}
     t0 = time.perf_counter()

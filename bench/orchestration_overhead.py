@@ -47,7 +47,7 @@ def run_configs(path: str, out: str) -> None:
     set_threads(1)
     from flipsearch.references import ReferenceStore
     from flipsearch.storage import Storage
-    from flipsearch.trial import load_subset, run_trial
+    from flipsearch.trial import load_data, run_trial
 
     with open(path, "rb") as f:
         configs = pickle.load(f)
@@ -55,7 +55,7 @@ def run_configs(path: str, out: str) -> None:
     datasets = {}
     for cfg in configs:
         if cfg.dataset not in datasets:
-            datasets[cfg.dataset] = load_subset(cfg.dataset, None, False, cfg.subset)
+            datasets[cfg.dataset] = load_data(cfg)
         res = run_trial(cfg, store=store, dataset=datasets[cfg.dataset])
         if res.status == "failed":
             raise SystemExit(f"trial {cfg.method} failed: {res.error}")

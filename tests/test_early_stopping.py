@@ -48,6 +48,7 @@ def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(r
         assert r["epochs"] in (1, 3)                                          # stopped at a rung
         assert math.isfinite(r["val_nfr"]) and math.isfinite(r["val_accuracy_new"])
         assert r["nfr"] is None or math.isnan(r["nfr"])                        # never evaluated on test
+        assert r["seconds_total"] > 0                                          # its compute is counted
     assert (ok["epochs"] == 6).all() and ok["nfr"].notna().all()
 
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))

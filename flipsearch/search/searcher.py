@@ -128,8 +128,12 @@ class FlipSearcher(Searcher):
         ident = {"run_id": self.run_id, "study": config["study"], "trial_number": config["trial_number"],
                  "trial_uid": config["trial_uid"], "ray_trial_id": config["ray_trial_id"],
                  "pack_id": config["ray_trial_id"] if pack_size > 1 else config["trial_uid"], "pack_size": pack_size}
+        where: dict[str, Any] = {"finished_at": time.time()}
+        seconds = (result or {}).get("seconds")  # run_trial's elapsed time at its last epoch report
+        if status == "stopped" and isinstance(seconds, (int, float)):
+            where["seconds_total"] = float(seconds)
         return failed_row(TrialConfig.from_dict(config["config"]), ident, error, status=status, metrics=last,
-                          epochs=int((result or {}).get("epoch") or 0), where={"finished_at": time.time()})
+                          epochs=int((result or {}).get("epoch") or 0), where=where)
 
     def _progress(self, key: str) -> None:
         if self.quiet:
