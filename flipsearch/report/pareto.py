@@ -141,10 +141,12 @@ def _ok(df: pd.DataFrame, status_col: str) -> np.ndarray:
     return (df[status_col] == "ok").fillna(False).to_numpy(dtype=bool)
 
 
-def _feasible(df: pd.DataFrame, constraints: Sequence[Constraint]) -> np.ndarray:
+def feasible_mask(df: pd.DataFrame, constraints: Sequence[Constraint]) -> np.ndarray:
+    """Rows of `df` satisfying every constraint (a NaN or missing metric never does)."""
     mask = np.ones(len(df), dtype=bool)
     for c in constraints:
-        mask &= c.satisfied_array(_column(df, c.metric))
+        values = _column(df, c.metric) if c.metric in df.columns else np.full(len(df), np.nan)
+        mask &= c.satisfied_array(values)
     return mask
 
 
@@ -160,7 +162,7 @@ def pareto_front(df: pd.DataFrame, objectives: Iterable[Objective | str],
     objs, cons = _objectives(objectives), _constraints(constraints)
     _require_columns(df, [o.metric for o in objs], "objective")
     _require_columns(df, [c.metric for c in cons], "constraint")
-    sub = df[_ok(df, status_col) & _feasible(df, cons)]
+    sub = df[_ok(df, status_col) & feasible_mask(df, cons)]
     values = np.column_stack([_column(sub, o.metric) for o in objs]) if len(sub) else np.empty((0, len(objs)))
     front = sub[pareto_mask(values, [o.direction for o in objs])]
     return front.sort_values([o.metric for o in objs], ascending=[o.direction == "min" for o in objs],
@@ -209,7 +211,7 @@ def hypervolume_history(df_sorted_by_trial: pd.DataFrame, objectives: Iterable[O
     signs = _signs(directions, len(objs))
     ref = np.asarray(reference, dtype=float) * signs
     w = np.column_stack([_column(df, o.metric) for o in objs]) * signs
-    usable = _ok(df, status_col) & _feasible(df, cons) & (w < ref).all(axis=1)
+    usable = _ok(df, status_col) & feasible_mask(df, cons) & (w < ref).all(axis=1)
     front = np.empty((0, len(objs)))
     hv, history = 0.0, []
     for t in range(n):

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..objectives import Constraint, Objective
 
-from .pareto import binding_constraints, closest_to_feasible
+from .pareto import binding_constraints, closest_to_feasible, feasible_mask
 
 
 def rule_text(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> str:
@@ -31,16 +31,6 @@ def rule_text(objectives: Sequence[Objective], constraints: Sequence[Constraint]
     best = "highest" if first.direction == "max" else "lowest"
     cons = ", ".join(map(str, constraints)) if constraints else "no constraints"
     return f"{best} {first.metric} subject to {cons}"
-
-
-def feasible_mask(df: pd.DataFrame, constraints: Sequence[Constraint]) -> np.ndarray:
-    """Rows of `df` satisfying every constraint (a NaN or missing metric never does)."""
-    mask = np.ones(len(df), dtype=bool)
-    for c in constraints:
-        values = df[c.metric].to_numpy(dtype=float, na_value=np.nan) if c.metric in df.columns \
-            else np.full(len(df), np.nan)
-        mask &= c.satisfied_array(values)
-    return mask
 
 
 def best_operating_point(configs: pd.DataFrame, objectives: Sequence[Objective],
