@@ -30,8 +30,9 @@ class Storage:
         try:
             if "://" in uri:
                 fs, root = pafs.FileSystem.from_uri(uri)
-            else:
+            else:  # absolute, so Ray workers (whose working directory is elsewhere) see the same place
                 fs, root = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+                uri = root
         except (pafs.ArrowInvalid if hasattr(pafs, "ArrowInvalid") else ValueError, ValueError, OSError) as e:
             raise UsageError(f"cannot open storage {uri!r}: {str(e).splitlines()[0]}") from None
         return cls(uri, fs, root.rstrip("/") or "/")
