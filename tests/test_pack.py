@@ -8,6 +8,8 @@ import copy
 
 import pytest
 import torch
+
+from flipsearch.references import PhiNew
 from torch import nn
 
 from flipsearch import pack as packmod
@@ -80,7 +82,7 @@ class _Scenario:
 
     def context(self, recipe: TrainRecipe, seed: int = 5) -> UpdateContext:
         return UpdateContext(self.x, self.y, self.num_old, self.num_classes, self.old, self.new_model, recipe, seed,
-                             torch.device("cpu"), reference=lambda kind: {"phi_new": self.phi}[kind])
+                             torch.device("cpu"), references={PhiNew: self.phi})
 
 
 @pytest.fixture(scope="module")
