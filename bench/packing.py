@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import sys
 import time
 
 import _timing  # noqa: F401
@@ -202,6 +200,7 @@ KERNELS = {  # profiler op names by class
     "conv": ("convolution", "conv2d", "mkldnn_conv", "cudnn_conv"),
     "pool": ("pool",),
     "matmul": ("mm", "bmm", "addmm", "baddbmm", "linear"),
+    "relu": ("relu", "threshold", "clamp_min"),
 }
 
 
@@ -227,8 +226,9 @@ def part_profile(setup: Setup, k: int, steps: int, engine: str) -> None:
                     share[c] += r.self_cpu_time_total
                     break
         kernel = sum(share.values())
-        print(f"  {label:<16} {total / 1e3 / steps:8.1f}ms/step: " +
-              ", ".join(f"{c} {v / total:5.1%}" for c, v in share.items()) + f", everything else {1 - kernel / total:5.1%}")
+        print(f"  {label:<16} {total / 1e3 / steps:8.1f}ms/step: "
+              + ", ".join(f"{c} {v / total:5.1%}" for c, v in share.items())
+              + f", everything else {1 - kernel / total:5.1%}")
         top = sorted(rows, key=lambda r: -r.self_cpu_time_total)[:8]
         print("    top ops: " + ", ".join(f"{r.key} {r.self_cpu_time_total / 1e3 / steps:.1f}ms" for r in top))
 
@@ -272,8 +272,8 @@ def main() -> None:
     WARMUP["runs"] = args.warmup
     CLOCK["kind"] = (("cpu" if args.threads == 1 and device.type == "cpu" else "wall")
                      if args.clock == "auto" else args.clock)
-    print(machine() + f", device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-          + f", timing {CLOCK['kind']} seconds")
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    print(machine() + f", device {device}{gpu}, timing {CLOCK['kind']} seconds")
     for setup in make_setups(args.datasets, device, args.amp, args.fashion_n):
         # one-off costs (kernel selection, lazy initialisation) out of the timed runs
         tiny = member_configs(2, setup.recipe(1))

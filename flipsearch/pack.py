@@ -503,8 +503,9 @@ def _check_pack(models, recipes, loss_fns, x) -> None:
     shape = [(n, t.shape, t.dtype, t.requires_grad) for n, t in ref.named_parameters()]
     bshape = [(n, t.shape, t.dtype) for n, t in ref.named_buffers()]
     for m in models[1:]:
-        if (type(m) is not type(ref) or shape != [(n, t.shape, t.dtype, t.requires_grad) for n, t in m.named_parameters()]
-                or bshape != [(n, t.shape, t.dtype) for n, t in m.named_buffers()]):
+        m_shape = [(n, t.shape, t.dtype, t.requires_grad) for n, t in m.named_parameters()]
+        m_bshape = [(n, t.shape, t.dtype) for n, t in m.named_buffers()]
+        if type(m) is not type(ref) or shape != m_shape or bshape != m_bshape:
             raise UsageError("the members of a pack must be the same architecture")
     if len({id(m) for m in models}) != len(models):
         raise UsageError("a model appears twice in the pack")

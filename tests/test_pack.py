@@ -214,7 +214,6 @@ def test_cosine_schedule_and_grad_clip_per_member(scenario):
 def test_diverging_member_leaves_and_the_others_equal_solo(scenario):
     recipes = [BASE.with_overrides(epochs=3, **s) for s in SETTINGS]
     recipes[1] = recipes[1].with_overrides(lr=1e6)
-    models, results, solos_ = None, None, None
     method = get_method("ce")
     models = [method.initial_model(scenario.context(r), {"init": "old"}) for r in recipes]
     results = fit_pack(models, scenario.x, scenario.y, recipes, seed=5, loss_fns=[cross_entropy] * 3)
