@@ -91,6 +91,7 @@ class StudyBook:
                              "use a new --out directory")
         if not existed:
             self._fresh.add(name)
+        study.set_metric_names([f"val_{o.metric}" for o in self.objectives])  # optuna-dashboard's axis names
         study.set_user_attr("objectives", [f"{o.metric}:{o.direction}" for o in self.objectives])
         study.set_user_attr("constraints", [str(c) for c in self.constraints])
         return study
