@@ -351,7 +351,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
     if space.pack > 1 and space.scheduler != "fifo":
         raise UsageError(f"{where}: search.pack > 1 runs with the fifo scheduler only; the mo-asha scheduler "
                          "decides per Ray trial, and a pack is one (use pack: 1 with mo-asha)")
-    if sampler == "grid":
+    if sampler == "grid" and "trials_per_scenario" not in search:  # every point, unless told how many
         space.trials_per_scenario = len(space.grid())
     return space
 
