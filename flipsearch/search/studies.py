@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 import os
 from typing import Any
 
@@ -91,7 +92,9 @@ class StudyBook:
                              "use a new --out directory")
         if not existed:
             self._fresh.add(name)
-        study.set_metric_names([f"val_{o.metric}" for o in self.objectives])  # optuna-dashboard's axis names
+        with warnings.catch_warnings():  # optuna-dashboard's axis names; "experimental" since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"val_{o.metric}" for o in self.objectives])
         study.set_user_attr("objectives", [f"{o.metric}:{o.direction}" for o in self.objectives])
         study.set_user_attr("constraints", [str(c) for c in self.constraints])
         return study
