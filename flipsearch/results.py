@@ -126,7 +126,7 @@ def decode_config(row: Mapping[str, Any]) -> TrialConfig:
 
     def cell(key):
         v = row.get(key)
-        return None if _missing(v) else (v.item() if hasattr(v, "item") else v)
+        return None if is_missing(v) else (v.item() if hasattr(v, "item") else v)
 
     kw: dict[str, Any] = {k: cell(k) for k, _ in CONFIG if cell(k) is not None}
     kw["critical_classes"] = tuple(int(c) for c in str(kw.get("critical_classes") or "").split(",") if c)
@@ -169,7 +169,8 @@ def new_trial_uid() -> str:
     return uuid.uuid4().hex
 
 
-def _missing(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """None or a pandas/NumPy missing value (NaN, NA, NaT)."""
     if v is None:
         return True
     try:

@@ -27,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ..objectives import Constraint, Objective, selection_view
+from ..results import is_missing
 from ..storage import Storage
 from .space import SearchSpace
 
@@ -114,7 +115,7 @@ class StudyBook:
         for name, study in self.studies.items():
             mine = searched[searched["study"] == name] if len(searched) and "study" in searched else searched.iloc[0:0]
             records = sorted(mine.to_dict("records"), key=lambda r: int(r["trial_number"]))
-            by_uid = {str(r["trial_uid"]): r for r in records if not _missing(r.get("trial_uid"))}
+            by_uid = {str(r["trial_uid"]): r for r in records if not is_missing(r.get("trial_uid"))}
             by_number: dict[int, list[dict]] = {}
             for r in records:
                 by_number.setdefault(int(r["trial_number"]), []).append(r)
@@ -231,15 +232,6 @@ class StudyBook:
         if not self.out.is_local:
             with open(self.journal_path, "rb") as f:
                 self.out.write_bytes(f.read(), JOURNAL)
-
-
-def _missing(v: Any) -> bool:
-    if v is None:
-        return True
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
 
 
 # What a journal whose records are JSON but not a consistent history raises when replayed.
