@@ -256,7 +256,6 @@ BAD = [
     ("truncated", ["--new", "{tmp}/truncated.pt"], "cannot load new checkpoint '{tmp}/truncated.pt': cannot read it"),
     ("shape-mismatch", ["--model", "cnn8"], "does not fit model 'cnn8' with 10 outputs for 1x8x8 inputs"),
     ("unknown-split", ["--split", "holdout"], "unknown split 'holdout'"),
-    ("val-without-val-set", ["--split", "val"], "split 'val' needs a scenario with a validation set"),
     ("unknown-arrangement", ["--split", "update", "--arrangement", "sideways"], "unknown arrangement 'sideways'"),
     ("critical-out-of-range", ["--critical-classes", "42"], "critical classes [42] do not exist"),
     ("critical-syntax", ["--critical-classes", "3,x"], "--critical-classes expects"),
@@ -268,10 +267,6 @@ BAD = [
 
 @pytest.mark.parametrize("case,extra,fragment", BAD, ids=[b[0] for b in BAD])
 def test_cli_bad_input_is_one_line_exit_2(pair, tmp_path, capsys, case, extra, fragment):
-    from flipsearch.arrangements import Scenario
-
-    if case == "val-without-val-set" and hasattr(Scenario, "x_val"):
-        pytest.skip("Scenario has a validation split now; --split val is covered by test_splits")
     _bad_files(tmp_path, pair)
     sub = lambda s: s.replace("{tmp}", str(tmp_path))  # noqa: E731
     args = {"--old": pair.old_path, "--new": pair.new_path, "--dataset": "digits", "--out": str(tmp_path / "out")}

@@ -40,6 +40,11 @@ def toy_module():
         f.write(TOY)
     sys.path.insert(0, folder)
     yield f"{name}:toy_smoothed"
+    # Leave the process's registry as the other tests expect it: built-ins only.
+    from flipsearch.methods._base import _REGISTRY
+
+    _REGISTRY.pop("toy_smoothed", None)
+    sys.modules.pop(name, None)
     sys.path.remove(folder)
 
 
