@@ -14,7 +14,9 @@ where it is built, so every later reader trusts it:
   inverse of the CLI, used by a report's reproduce-command).
 
 Adding a scenario option is: a field here (with its check in `_check`), a CLI option in
-`cli.py`, and its use where the scenario is built (`trial.load_scenario`).
+`cli.py` named like the field, and its use where the scenario is built
+(`trial.load_scenario`). The search space's `scenario:` keys, the result row's columns and
+`to_argv` follow from the fields.
 """
 
 from __future__ import annotations
@@ -147,20 +149,15 @@ class TrialConfig:
         args += ["--method", self.method, "--seed", str(self.seed)]
         if self.model != dataset_defaults(self.dataset).model:
             args += ["--model", self.model]
-        for name, flag in (("old_fraction", "--old-fraction"), ("val_fraction", "--val-fraction"),
-                           ("scale", "--scale"), ("test_scale", "--test-scale")):
-            if getattr(self, name) != getattr(default, name):
-                args += [flag, _text(getattr(self, name))]
         if self.critical_classes:
             args += ["--critical-classes", ",".join(map(str, self.critical_classes))]
-        for name, flag in (("critical_mask", "--critical-mask"), ("data_root", "--data-root"),
-                           ("old_model", "--old-model")):
-            if getattr(self, name):
-                args += [flag, str(getattr(self, name))]
-        if self.download:
-            args.append("--download")
-        if self.device != "auto":
-            args += ["--device", self.device]
+        for name in SCENARIO_FIELDS + ("device",):  # every other option is `--the-field-name VALUE`
+            value = getattr(self, name)
+            if name in _OWN_FLAGS or value == getattr(default, name):
+                continue
+            flag = "--" + name.replace("_", "-")
+            # plain option values (only `--set` values are read as YAML)
+            args += [flag] if value is True else [flag, value if isinstance(value, str) else _text(value)]
         schema_defaults = get_method(self.method).resolve({})
         for name, value in self.hparams.items():
             if value != schema_defaults[name]:
@@ -168,6 +165,17 @@ class TrialConfig:
         for setting in _recipe_settings(self, default):
             args += ["--set", setting]
         return args
+
+
+# The fields a search space's `scenario:` block may set besides its lists (datasets,
+# arrangements, models, seeds) and its training recipes; derived, so a new scenario option
+# is one field here (plus its check in `_check`), its CLI option, and its use in
+# `trial.load_scenario`. The result row's columns are derived from the fields too.
+SCENARIO_FIELDS = tuple(f.name for f in fields(TrialConfig)
+                        if f.name not in ("dataset", "arrangement", "method", "seed", "model", "hparams",
+                                          "m1_recipe", "update_recipe", "device"))
+# Fields `to_argv` writes in their own way (not as `--the-field-name VALUE`).
+_OWN_FLAGS = {"critical_classes", "explicit", "val_path"}
 
 
 def _recipe_settings(cfg: TrialConfig, default: TrialConfig) -> list[str]:

@@ -25,6 +25,7 @@ read-modify-write, and work the same on a local disk or an object store.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -49,11 +50,17 @@ _ARROW = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string
 IDENTITY = [("run_id", pa.string()), ("study", pa.string()), ("trial_number", pa.int64()),
             ("trial_uid", pa.string()), ("ray_trial_id", pa.string()), ("pack_id", pa.string()),
             ("pack_size", pa.int64()), ("replicate_of", pa.string()), ("replicate", pa.int64())]
-CONFIG = [("dataset", pa.string()), ("arrangement", pa.string()), ("method", pa.string()), ("seed", pa.int64()),
-          ("model", pa.string()), ("old_fraction", pa.float64()), ("val_fraction", pa.float64()),
-          ("scale", pa.float64()), ("test_scale", pa.float64()), ("critical_classes", pa.string()),
-          ("critical_mask", pa.string()), ("data_root", pa.string()), ("download", pa.bool_()),
-          ("old_model", pa.string()), ("explicit", pa.string()), ("val_path", pa.string()), ("device", pa.string())]
+
+
+def _config_schema() -> list[tuple[str, pa.DataType]]:
+    """One column per `TrialConfig` field, in field order (hyperparameters and recipes get
+    their own prefixed columns): numbers and flags typed, everything else as text."""
+    types = {"float": pa.float64(), "int": pa.int64(), "bool": pa.bool_()}
+    return [(f.name, types.get(str(f.type).replace(" | None", ""), pa.string())) for f in dataclasses.fields(TrialConfig)
+            if f.name not in ("hparams", "m1_recipe", "update_recipe")]
+
+
+CONFIG = _config_schema()
 OUTCOME = [("status", pa.string()), ("error", pa.string()), ("epochs", pa.int64())]
 PHASES = ("data", "m1", "references", "update", "eval", "total")
 WHERE = [("hostname", pa.string()), ("node_id", pa.string()), ("pid", pa.int64()), ("gpu_ids", pa.string()),

@@ -93,6 +93,98 @@ def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor |
     return None
 
 
+class PreparedTrial:
+    """What every update of one configuration's scenario shares, built once: the scenario
+    on its device, the reference builder (M1, φ_new, the CE update, cached in `store`), M1's
+    predictions, and the evaluation on the validation and test splits. `run_trial` makes
+    one update from it; `pack_trial.run_pack` makes K (configs that differ only in their
+    method's hyperparameters)."""
+
+    def __init__(self, cfg: TrialConfig, store: ReferenceStore | None = None, dataset: Dataset | None = None):
+        self.cfg = cfg
+        self.device = pick_device(cfg.device)
+        self.store = store or ReferenceStore()
+        self.m1_recipe, self.update_recipe = cfg.recipes()
+        self.timings: dict[str, float] = {}
+        t = time.perf_counter()
+        self.scenario = preflight(cfg, dataset).to(self.device)
+        self.timings["data"] = time.perf_counter() - t
+        self.n_old, self.n_all = self.scenario.num_old_classes, self.scenario.num_classes
+        spec = {"dataset": cfg.dataset if not cfg.explicit else list(cfg.explicit),
+                "arrangement": self.scenario.arrangement, "old_fraction": cfg.old_fraction,
+                "model": cfg.model_name, "seed": cfg.seed, "data_fingerprint": _fingerprint(self.scenario)}
+        self.refs = ReferenceBuilder(self.store, spec, cfg.model_name, self.scenario.dataset.input_shape,
+                                     self.n_old, self.n_all, self.m1_recipe, self.update_recipe, cfg.seed,
+                                     self.device, cfg.old_model,
+                                     _file_sha256(cfg.old_model) if cfg.old_model else None)
+        self.m1: torch.nn.Module | None = None
+        self._pred_old: dict[str, torch.Tensor] = {}
+
+    def load_m1(self) -> torch.nn.Module:
+        """M1 (from the store, the user's checkpoint, or trained now) and its predictions."""
+        t = time.perf_counter()
+        self.m1 = self.refs.m1(self.scenario.x_train, self.scenario.y_train)
+        self.timings["m1"] = time.perf_counter() - t
+        self._pred_old = {s: predict_logits(self.m1, self.scenario.split(s)[0]).argmax(1)
+                          for s in ("val", "test") if self.scenario.split(s)[1].numel()}  # val may be empty
+        return self.m1
+
+    def new_model(self, init: str) -> torch.nn.Module:
+        """A fresh M2 of the update's shape: M1's weights (`old`) or a new initialisation."""
+        fresh = build_model(self.cfg.model_name, self.n_all, self.scenario.dataset.input_shape,
+                            seed=self.cfg.seed + 1).to(self.device)
+        return expand_outputs(self.m1, fresh, self.n_old) if init == "old" else fresh
+
+    def context(self, method, epoch_end: Callable | None = None) -> UpdateContext:
+        """The update's context, with the references `method` needs built or loaded."""
+        s = self.scenario
+        inputs = ReferenceInputs(s.x_train, s.y_train, s.x_update, s.y_update, self.m1, self.new_model)
+        t = time.perf_counter()
+        references = {ref: self.refs.get(ref, inputs) for ref in method.needs}
+        self.timings["references"] = time.perf_counter() - t
+        return UpdateContext(s.x_update, s.y_update, self.n_old, self.n_all, self.m1, self.new_model,
+                             self.update_recipe, self.cfg.seed + 1, self.device, references, dict(self.refs.keys),
+                             self.store.derived, epoch_end)
+
+    def _old_mask(self, y: torch.Tensor) -> torch.Tensor | None:
+        return y < self.n_old if self.n_old < self.n_all else None
+
+    def val_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        """Every metric on the validation split (empty when there is none)."""
+        s = self.scenario
+        if s.val_idx.numel() == 0:
+            return {}
+        # Critical classes mark validation samples too (a critical-sample mask covers the test set only),
+        # so a search on critical_* objectives selects on validation like any other.
+        crit = torch.isin(s.y_val, torch.tensor(self.cfg.critical_classes, device=s.y_val.device)) \
+            if self.cfg.critical_classes else None
+        return compute_metrics(s.y_val, self._pred_old["val"], predict_logits(model, s.x_val).argmax(1),
+                               old_class_mask=self._old_mask(s.y_val), critical_mask=crit)
+
+    def test_metrics(self, model: torch.nn.Module) -> dict[str, float]:
+        s = self.scenario
+        return compute_metrics(s.y_test, self._pred_old["test"], predict_logits(model, s.x_test).argmax(1),
+                               old_class_mask=self._old_mask(s.y_test),
+                               critical_mask=critical_test_mask(self.cfg, s.y_test))
+
+    def evaluate(self, result: TrialResult, model: torch.nn.Module, stopped: bool) -> None:
+        """Fill `result` for the update `model`: validation metrics always; test metrics
+        unless the update was stopped early (a stopped update is never evaluated on test)."""
+        t = time.perf_counter()
+        model.eval()
+        result.metrics = {VAL_PREFIX + k: v for k, v in self.val_metrics(model).items()}
+        if stopped:
+            result.status = "stopped"
+        else:
+            result.metrics.update(self.test_metrics(model))
+        result.model = model
+        result.timings["eval"] = time.perf_counter() - t
+        result.timings.update({f"ref_{k}": v for k, v in self.refs.seconds.items() if k != "m1"})
+
+    def describe(self) -> dict[str, Any]:
+        return {k: v for k, v in describe(self.scenario).items() if k not in ("per_class", "class_names")}
+
+
 def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset: Dataset | None = None,
               epoch_report: EpochReport | None = None,
               progress: Callable[[str, int, int, float], None] | None = None) -> TrialResult:
@@ -100,91 +192,37 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     returning True ends the update early with status `stopped`; other errors propagate
     (the sweep records them as `failed`)."""
     t_start = time.perf_counter()
-    timings: dict[str, float] = {}
     method = get_method(cfg.method)
-    m1_recipe, upd_recipe = cfg.recipes()
-    device = pick_device(cfg.device)
-    store = store or ReferenceStore()
-
-    t = time.perf_counter()
-    scenario = preflight(cfg, dataset).to(device)
-    timings["data"] = time.perf_counter() - t
-    n_old, n_all = scenario.num_old_classes, scenario.num_classes
-    spec = {"dataset": cfg.dataset if not cfg.explicit else list(cfg.explicit), "arrangement": scenario.arrangement,
-            "old_fraction": cfg.old_fraction, "model": cfg.model_name, "seed": cfg.seed,
-            "data_fingerprint": _fingerprint(scenario)}
-    refs = ReferenceBuilder(store, spec, cfg.model_name, scenario.dataset.input_shape, n_old, n_all,
-                            m1_recipe, upd_recipe, cfg.seed, device, cfg.old_model,
-                            _file_sha256(cfg.old_model) if cfg.old_model else None)
-    result = TrialResult(cfg, {}, timings=timings, references=refs.status)
-    old_mask = lambda y: y < n_old if n_old < n_all else None  # noqa: E731
+    prep = PreparedTrial(cfg, store, dataset)
+    epochs = prep.update_recipe.epochs
+    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status)
     try:
-        t = time.perf_counter()
-        m1 = refs.m1(scenario.x_train, scenario.y_train)
-        timings["m1"] = time.perf_counter() - t
-        result.old_model = m1
-        pred_old = {s: predict_logits(m1, scenario.split(s)[0]).argmax(1)
-                    for s in ("val", "test") if scenario.split(s)[1].numel()}  # val may be empty
-
-        def val_metrics(model: torch.nn.Module) -> dict[str, float]:
-            if scenario.val_idx.numel() == 0:
-                return {}
-            # Critical classes mark validation samples too (a critical-sample mask covers the test set only),
-            # so a search on critical_* objectives selects on validation like any other.
-            crit = torch.isin(scenario.y_val, torch.tensor(cfg.critical_classes, device=scenario.y_val.device)) \
-                if cfg.critical_classes else None
-            return compute_metrics(scenario.y_val, pred_old["val"], predict_logits(model, scenario.x_val).argmax(1),
-                                   old_class_mask=old_mask(scenario.y_val), critical_mask=crit)
-
-        def new_model(init: str) -> torch.nn.Module:
-            fresh = build_model(cfg.model_name, n_all, scenario.dataset.input_shape, seed=cfg.seed + 1).to(device)
-            if init == "old":
-                fresh = expand_outputs(m1, fresh, n_old)
-            return fresh
-
-        inputs = ReferenceInputs(scenario.x_train, scenario.y_train, scenario.x_update, scenario.y_update, m1,
-                                 new_model)
-        t_update = time.perf_counter()
-        references = {ref: refs.get(ref, inputs) for ref in method.needs}
-        ref_seconds = time.perf_counter() - t_update
-        t_update = time.perf_counter()
+        result.old_model = prep.load_m1()
 
         def epoch_end(epoch: int, loss: float, model: torch.nn.Module) -> bool:
             result.epochs = epoch
             if progress is not None:
-                progress("update", epoch, upd_recipe.epochs, loss)
-            if epoch_report is None or epoch >= upd_recipe.epochs:
+                progress("update", epoch, epochs, loss)
+            if epoch_report is None or epoch >= epochs:
                 return False
-            return bool(epoch_report(epoch, val_metrics(model), time.perf_counter() - t_start))
+            return bool(epoch_report(epoch, prep.val_metrics(model), time.perf_counter() - t_start))
 
-        ctx = UpdateContext(scenario.x_update, scenario.y_update, n_old, n_all, m1, new_model, upd_recipe,
-                            cfg.seed + 1, device, references, dict(refs.keys), store.derived, epoch_end)
+        ctx = prep.context(method, epoch_end)
+        t_update = time.perf_counter()
         updated = method.update(ctx, dict(cfg.hparams))
-        timings["update"] = time.perf_counter() - t_update
-        timings.update({f"ref_{k}": v for k, v in refs.seconds.items() if k != "m1"})
-        timings["references"] = ref_seconds
-        result.epochs = updated.fit.stopped_at or upd_recipe.epochs if updated.fit else upd_recipe.epochs
+        prep.timings["update"] = time.perf_counter() - t_update
+        stopped_at = updated.fit.stopped_at if updated.fit is not None else None
+        result.epochs = stopped_at or epochs
         result.info = dict(updated.info)
         if cfg.old_model:
             # A user's M1 comes without its training recipe: nothing here retrains M1, and the
             # references that need a recipe (φ_new, the CE update) use the update recipe.
             result.info["m1_source"] = "user checkpoint; its training recipe is unknown and not needed"
-
-        t = time.perf_counter()
-        result.metrics = {VAL_PREFIX + k: v for k, v in val_metrics(updated.model).items()}
-        if updated.fit is not None and updated.fit.stopped_at:
-            result.status = "stopped"  # an early-stopped update is never evaluated on the test set
-        else:
-            pred_new = predict_logits(updated.model, scenario.x_test).argmax(1)
-            result.metrics.update(compute_metrics(scenario.y_test, pred_old["test"], pred_new,
-                                                  old_class_mask=old_mask(scenario.y_test),
-                                                  critical_mask=critical_test_mask(cfg, scenario.y_test)))
-        timings["eval"] = time.perf_counter() - t
-        result.model = updated.model
+        prep.evaluate(result, updated.model, stopped=bool(stopped_at))
     except DivergedError as e:
         result.status, result.error = "diverged", str(e)
-    result.scenario = {k: v for k, v in describe(scenario).items() if k not in ("per_class", "class_names")}
-    timings["total"] = time.perf_counter() - t_start
+    result.scenario = prep.describe()
+    prep.timings["total"] = time.perf_counter() - t_start
     return result
 
 

@@ -698,6 +698,22 @@ def test_report_of_a_real_sweep_with_replicates(ray_local, tiny_space, tmp_path)
         assert flips["baseline"]["config"]["method"] == "ce" and flips["baseline"]["seed"] == flips["recommendation"]["seed"]
     rec_nfr = flips["recommendation"]["metrics"]["nfr"]
     assert rec_nfr["count"] == len(neg_rec) and rec_nfr["denominator"] == 539
+    # The recommendation's reproduce-command gives its row back: every metric, one trial, run
+    # with the thread count a sweep trial had (1 CPU: float sums depend on the thread count).
+    rec = scen["recommendation"]
+    recorded = rows[rows["trial_uid"] == rec["trial_uid"]].iloc[0]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = runner.invoke(cli, shlex.split(rec["command"])[1:] + ["--json"])
+    finally:
+        torch.set_num_threads(threads)
+    assert again.exit_code == 0, again.output
+    metrics = json.loads(again.stdout)["metrics"]
+    compared = [m for m in metric_columns() + metric_columns("val_") if pd.notna(recorded.get(m))]
+    assert len(compared) >= 20 and {m: metrics[m] for m in compared} == {m: recorded[m] for m in compared}
     rep = out / "report"
     pngs = sorted(p.name for p in rep.glob("*.png"))
     assert pngs == ["front-digits__class-incremental__small.png", "hypervolume.png"]

@@ -498,6 +498,7 @@ def _scenario_json(rep: Report, s: ScenarioReport) -> dict:
     if point is not None:
         rec_json.update(method=point["method"], hparams=hparams_of(point), seed=point.get("seed"),
                         seeds=point.get("seeds"), n_runs=point.get("n_runs"), trial_number=point.get("trial_number"),
+                        trial_uid=point.get("trial_uid"),
                         val={m: float(point[m]) for m in chosen_by if m in point.index and pd.notna(point[m])},
                         test=_stats_json(s.rec_stats, s.rec_runs),
                         run_seeds=[int(x) for x in s.rec_runs["seed"]] if len(s.rec_runs) else [])

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from ..arrangements import ARRANGEMENTS
-from ..config import TrialConfig
+from ..config import SCENARIO_FIELDS, TrialConfig
 from ..data import canonical_dataset, dataset_defaults
 from ..errors import UsageError
 from ..methods import HParam, get_method, methods
@@ -33,10 +33,8 @@ from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constr
 TOP_KEYS = {"name", "include", "scenario", "objectives", "constraints", "search", "methods"}
 # A scenario block: lists that span the studies, TrialConfig's own scenario fields, recipes.
 SCENARIO_LISTS = {"datasets", "arrangements", "models", "seeds"}
-SCENARIO_FIELDS = {"old_fraction", "val_fraction", "scale", "test_scale", "critical_classes", "critical_mask",
-                   "data_root", "download", "old_model", "explicit", "val_path"}
 TRAINING_KEYS = ("training", "m1_training", "update_training")
-SCENARIO_KEYS = SCENARIO_LISTS | SCENARIO_FIELDS | set(TRAINING_KEYS)
+SCENARIO_KEYS = SCENARIO_LISTS | set(SCENARIO_FIELDS) | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
                "replicates", "pack", "resource_timeout"}

@@ -131,7 +131,10 @@ class StudyBook:
                 if row is None and not uid and len(by_number.get(t.number, [])) == 1:
                     row = by_number[t.number][0]  # a trial asked before uids were set at ask time
                 if row is not None and str(row["trial_uid"]) not in held:
-                    self.tell(name, optuna.Trial(study, t._trial_id), row)  # its row landed, its tell did not
+                    # Its row landed, its tell did not. Close the interrupted ask and add the
+                    # finished trial with the row's outcome and the asked parameters (public API only).
+                    study.tell(t.number, state=TrialState.FAIL)
+                    self.record(name, row, frozen=t)
                     held.add(str(row["trial_uid"]))
                     continue
                 study.tell(t.number, state=TrialState.FAIL)  # the crash interrupted it
