@@ -274,10 +274,11 @@ def _check_critical_classes(cfg: TrialConfig, num_classes: int) -> None:
 
 def _fingerprint(scenario: Scenario) -> str:
     """A cheap content hash of the scenario's data, so user data that changes on disk under
-    the same name never reuses a stale reference model."""
+    the same name, or a scenario option that changes the splits' labels, never reuses a
+    stale reference model."""
     h = hashlib.sha256()
-    for t in (scenario.train_idx, scenario.update_idx, scenario.val_idx, scenario.dataset.y_train,
-              scenario.dataset.y_test):
+    for t in (scenario.train_idx, scenario.update_idx, scenario.val_idx, scenario.y_train, scenario.y_update,
+              scenario.y_val, scenario.dataset.y_test):
         h.update(t.cpu().numpy().tobytes())
     h.update(scenario.dataset.x_train.flatten()[:: max(1, scenario.dataset.x_train.numel() // 4096)]
              .cpu().numpy().tobytes())
