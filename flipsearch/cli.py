@@ -70,6 +70,26 @@ def cli(debug: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+class PackSize(click.ParamType):
+    """`--pack`: an integer K >= 1, or `auto`."""
+
+    name = "K|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            k = int(value)
+        except ValueError:
+            k = 0
+        if k < 1:
+            self.fail(f"{value!r} is not an integer >= 1 or 'auto'", param, ctx)
+        return k
+
+
+PACK = PackSize()
+
+
 def scenario_options(f):
     """Options shared by `trial` and `split`: which data and how it is arranged."""
     opts = [
@@ -286,9 +306,9 @@ def list_cmd(as_json):
 @click.option("--replicates", type=click.IntRange(min=0), default=None,
               help="After the search, re-run each front point and the ce baseline with K other seeds.")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, help="Trials running at once.")
-@click.option("--pack", type=click.IntRange(min=1), default=None,
+@click.option("--pack", type=PACK, default=None,
               help="Train up to K configurations of one scenario and loss method together in one Ray trial "
-                   "(one row each; 1 = one configuration per trial).")
+                   "(one row each; 1 = one configuration per trial; auto = measure the best K per scenario).")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None,
               help="CPUs Ray reserves per trial (and torch threads it uses).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None, help="Fractions pack trials: 0.25 = four per GPU.")

@@ -33,14 +33,16 @@ from .studies import StudyBook
 class FlipSearcher(Searcher):
     def __init__(self, space: SearchSpace, book: StudyBook, write_row: Callable[[dict], None],
                  run_id: str, remaining: dict[str, int], quiet: bool = False,
-                 stopped_by_scheduler: Callable[[str], bool] = lambda trial_id: False):
+                 stopped_by_scheduler: Callable[[str], bool] = lambda trial_id: False,
+                 pack_sizes: dict[str, int] | None = None):
         super().__init__()  # no metric/mode on purpose: the studies hold the objectives
         self.space, self.book, self.write_row = space, book, write_row
         self.run_id = run_id
         self.remaining = dict(remaining)  # study -> trials still to start
         self.stopped_by_scheduler = stopped_by_scheduler
         self.live: dict[str, list[tuple[str, Any, dict]]] = {}  # Ray trial -> its members
-        self.pack = space.pack
+        # study -> pack size K: `search.pack`, or with `pack: auto` what was measured per scenario
+        self.pack_sizes = pack_sizes or {k: int(space.pack) if space.pack != "auto" else 1 for k in remaining}
         self.buffers: dict[tuple, list[tuple[str, Any, dict]]] = {}  # (study, pack key) -> members asked
         self.counts = {"ok": 0, "failed": 0, "diverged": 0, "stopped": 0, "interrupted": 0}
         self.epochs_run = 0
@@ -69,7 +71,8 @@ class FlipSearcher(Searcher):
         configurations of one scenario and loss method (asked from Optuna one by one and
         grouped; a group is sent when full, or when its study has nothing left to ask)."""
         while True:
-            full = next((g for g, members in self.buffers.items() if len(members) >= self.pack), None)
+            full = next((g for g, members in self.buffers.items() if len(members) >= self.pack_sizes.get(g[0], 1)),
+                        None)
             if full is not None:
                 return self._send(trial_id, self.buffers.pop(full))
             open_studies = [k for k, n in self.remaining.items() if n > 0]
@@ -80,7 +83,7 @@ class FlipSearcher(Searcher):
             key = max(open_studies, key=lambda k: self.remaining[k])  # spread trials across scenarios
             member = self._ask(key, trial_id)
             cfg = member[2]["_cfg"]
-            if self.pack <= 1 or not packable(cfg):
+            if self.pack_sizes.get(key, 1) <= 1 or not packable(cfg):
                 return self._send(trial_id, [member])
             self.buffers.setdefault((key, pack_key(cfg)), []).append(member)
 

@@ -119,7 +119,7 @@ class SearchSpace:
     reduction_factor: int = 3
     grace_period: int = 1
     replicates: int = 0
-    pack: int = 1
+    pack: int | str = 1  # K, or "auto": measured per scenario before the sweep (pack_size.py)
     resource_timeout: float = 600.0  # seconds to wait for an autoscaler to add a node a trial fits
     scenario_options: dict[str, Any] = field(default_factory=dict)  # the scenario block, as written
     templates: dict[str, TrialConfig] = field(default_factory=dict)  # study key -> its scenario's config
@@ -341,14 +341,14 @@ def validate(raw: dict, path: str) -> SearchSpace:
         gpus_per_trial=num("gpus_per_trial", 0, 0, float), population_size=num("population_size", None, 2),
         max_failures=num("max_failures", 2, 0), scheduler=scheduler,
         reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
-        replicates=num("replicates", 0, 0), pack=num("pack", 1, 1),
+        replicates=num("replicates", 0, 0), pack="auto" if search.get("pack") == "auto" else num("pack", 1, 1),
         resource_timeout=num("resource_timeout", 600, 0, float),
         scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
     space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}
-    if space.pack > 1 and space.scheduler != "fifo":
-        raise UsageError(f"{where}: search.pack > 1 runs with the fifo scheduler only; the mo-asha scheduler "
-                         "decides per Ray trial, and a pack is one (use pack: 1 with mo-asha)")
+    if space.pack != 1 and space.scheduler != "fifo":
+        raise UsageError(f"{where}: search.pack: {space.pack} runs with the fifo scheduler only; the mo-asha "
+                         "scheduler decides per Ray trial, and a pack is one (use pack: 1 with mo-asha)")
     if sampler == "grid" and "trials_per_scenario" not in search:  # every point, unless told how many
         space.trials_per_scenario = len(space.grid())
     return space

@@ -367,8 +367,13 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     writer = ResultsWriter(out)
     scheduler = _scheduler(space, out)
     stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda trial_id: False)
+    pack_sizes = None
+    if space.pack == "auto":
+        from .auto_pack import auto_pack_sizes
+
+        pack_sizes = auto_pack_sizes(space, out, list(remaining), datasets, quiet=opts.quiet)
     searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
-                            stopped_by_scheduler=stopped)
+                            stopped_by_scheduler=stopped, pack_sizes=pack_sizes)
     run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
     tuner = tune.Tuner(
         tune_trainable(space, out, run, datasets),
