@@ -536,7 +536,8 @@ def fit_pack(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, reci
 
     The recipes must agree on `SHARED_FIELDS`; the models must be one architecture on x's
     device. `on_epoch(epoch, {member: epoch loss})` (epoch counted from 1, over the members
-    still in the pack) may return members to stop now. `engine`: "auto", "grouped" or "vmap"
+    still in the pack, whose modules hold that epoch's weights during the call) may return
+    members to stop now. `engine`: "auto", "grouped" or "vmap"
     (module doc). `_force_loss_scaling` runs the AMP loss scaler without autocast (tests).
     """
     t0 = time.perf_counter()
@@ -578,16 +579,19 @@ def fit_pack(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, reci
     def member_state(pos: int) -> dict[str, torch.Tensor]:
         return {n: tensors[n][pos] for n in param_names + buffer_names}
 
-    def leave(pos: int, status: str, epochs: int, error: str = "") -> None:
-        i = active[pos]
-        model = models[i]
-        state = member_state(pos)
+    def write_back(pos: int) -> None:
+        """Copy the member at `pos` of the stacked tensors into its own module."""
+        model, state = models[active[pos]], member_state(pos)
         with torch.no_grad():
             for n, p in model.named_parameters():
                 p.copy_(state[n])
             for n, b in model.named_buffers():
                 b.copy_(state[n])
-        model.eval()
+
+    def leave(pos: int, status: str, epochs: int, error: str = "") -> None:
+        i = active[pos]
+        write_back(pos)
+        models[i].eval()
         results[i] = PackMemberResult(status, epochs, losses_so_far[i], history[i],
                                       time.perf_counter() - t0, error)
 
@@ -631,6 +635,9 @@ def fit_pack(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, reci
         if on_epoch is not None:
             gone = {active[pos] for pos, _, _ in leaving}
             alive = {i: losses_so_far[i][-1] for i in active if i not in gone}
+            for pos, i in enumerate(active):  # on_epoch may evaluate the members: give them this epoch's weights
+                if i in alive:
+                    write_back(pos)
             stop = on_epoch(epoch + 1, dict(alive)) or set()
             unknown = set(stop) - set(range(k_all))
             if unknown:

@@ -4,6 +4,7 @@ budget it reached, Optuna holds it as PRUNED, and no stopped trial is on a front
 
 from __future__ import annotations
 
+import json
 import math
 
 import optuna
@@ -59,3 +60,34 @@ def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(r
     front = {t.user_attrs["trial_uid"] for t in study.best_trials}
     assert front and front <= set(ok["trial_uid"])                             # no truncated trial on a front
     assert (out / "scheduler.json").exists()
+
+
+PACKED = SPACE.replace("concurrency: 2, scheduler: mo-asha", "concurrency: 2, pack: 3, scheduler: mo-asha").replace(
+    "  ce: {}\n", "")
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_mo_asha_stops_single_members_of_a_pack(ray_local, tiny_space, tmp_path):
+    """With packs, MO-ASHA ranks each member at its rung like a solo trial: a stopped member
+    leaves its pack (which trains on) as one `stopped` row, PRUNED in Optuna."""
+    out = tmp_path / "asha-packs"
+    summary = sweep(tiny_space(PACKED), out=str(out), quiet=True)
+    rows = read_results(str(out))
+    assert len(rows) == 9 and rows["trial_uid"].is_unique and rows["pack_size"].max() == 3
+    stopped, ok = rows[rows["status"] == "stopped"], rows[rows["status"] == "ok"]
+    assert len(stopped) >= 1 and len(ok) >= 1 and len(stopped) + len(ok) == 9
+    assert summary.epochs_run == int(rows["epochs"].sum()) < 9 * 6
+    for _, r in stopped.iterrows():
+        assert r["epochs"] in (1, 3) and math.isfinite(r["val_nfr"]) and math.isnan(r["nfr"])
+    assert (ok["epochs"] == 6).all() and ok["nfr"].notna().all()
+    # a pack went on after one of its members was stopped
+    assert any(len(set(g["status"])) == 2 for _, g in rows[rows["pack_size"] > 1].groupby("pack_id"))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / JOURNAL)))
+    study = optuna.load_study(study_name="digits__exclusive-op__small", storage=storage)
+    states = {t.user_attrs.get("trial_uid"): t.state for t in study.trials}
+    assert all(states[uid] == optuna.trial.TrialState.PRUNED for uid in stopped["trial_uid"])
+    state = json.loads((out / "scheduler.json").read_text())
+    # decided per member (by its uid) in a pack, per Ray trial for a pack of one (a lone leftover)
+    decided = {r["trial_uid"] if r["pack_size"] > 1 else r["ray_trial_id"] for _, r in stopped.iterrows()}
+    assert decided == set(state["core"]["stopped"])

@@ -273,6 +273,34 @@ def test_on_epoch_stops_a_member_with_its_state_at_that_epoch(scenario):
         assert results[i].fit_result().epoch_losses == results[i].epoch_losses
 
 
+def test_on_epoch_sees_each_members_weights_of_that_epoch(scenario):
+    """What an early-stopping hook evaluates (`run_pack` scores members on validation in
+    on_epoch) is the member after that epoch: its logits equal the solo run's after the same
+    epoch, read in train.fit's epoch_end."""
+    recipes = [BASE.with_overrides(epochs=3, **s) for s in SETTINGS[:2]]
+    method = get_method("fd")
+    hps = [method.resolve({"lambda": lam}) for lam in (0.5, 2.0)]
+    models = [method.initial_model(scenario.context(r), hp) for r, hp in zip(recipes, hps)]
+    packed: dict[tuple[int, int], torch.Tensor] = {}
+
+    def on_epoch(epoch, losses):
+        for i in losses:
+            packed[(i, epoch)] = predict_logits(models[i], scenario.x_test)
+        return set()
+
+    fit_pack(models, scenario.x, scenario.y, recipes, seed=5, on_epoch=on_epoch,
+             loss_fns=[method.make_loss(scenario.context(r), hp) for r, hp in zip(recipes, hps)])
+    for i, (recipe, hp) in enumerate(zip(recipes, hps)):
+        ctx = scenario.context(recipe)
+        solo_model = method.initial_model(ctx, hp)
+        solo: dict[int, torch.Tensor] = {}
+        fit(solo_model, scenario.x, scenario.y, recipe, seed=5, loss_fn=method.make_loss(ctx, hp),
+            epoch_end=lambda e, loss, m: solo.__setitem__(e, predict_logits(m, scenario.x_test)) or False)
+        for epoch in (1, 2, 3):
+            torch.testing.assert_close(packed[(i, epoch)], solo[epoch], atol=1e-4, rtol=0)
+        assert not torch.equal(packed[(i, 1)], packed[(i, 3)])  # the weights moved between epochs
+
+
 @pytest.mark.parametrize("engine,atol", [("grouped", ATOL), ("vmap", 1e-3)])
 def test_cnn8_batchnorm_and_dropout_equal_solo(engine, atol):
     """cnn8 (BatchNorm2d in train mode, Dropout in its head) on tiny 28x28 data (noisy

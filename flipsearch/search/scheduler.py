@@ -66,7 +66,7 @@ import json
 import math
 import numbers
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from ray.tune.experiment import Trial
@@ -75,6 +75,7 @@ from ray.tune.schedulers import TrialScheduler
 from ..errors import UsageError
 from ..objectives import Constraint, Objective
 from ..report.pareto import pareto_mask
+from .pack_stops import MEMBERS
 
 CONTINUE, STOP = "continue", "stop"
 STATE_VERSION = 1
@@ -321,6 +322,8 @@ class MOASHAScheduler(TrialScheduler):
         self.core = ParetoRungs([o.direction for o in self.objectives], max_t=max_t,
                                 grace_period=grace_period, reduction_factor=reduction_factor)
         self._live: set[str] = set()
+        # Packs (pack_stops.py): publish(ray trial id, epoch, member uids stopped there)
+        self.publish_member_stops: Callable[[str, float, list[str]], None] | None = None
 
     # ---- what the driver reads
     @property
@@ -380,12 +383,27 @@ class MOASHAScheduler(TrialScheduler):
         self._live.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        if MEMBERS in result:
+            return self._on_pack_result(trial, result)
         obs = self._observation(result)
         if obs is None:
             decision = STOP if trial.trial_id in self.core.stopped else CONTINUE
         else:
             decision = self.core.on_result(trial.trial_id, *obs)
         return TrialScheduler.STOP if decision == STOP else TrialScheduler.CONTINUE
+
+    def _on_pack_result(self, trial: Trial, result: dict) -> str:
+        """A pack's epoch: each member is ranked at its rung like a solo trial (its id is its
+        trial uid); the ones stopped are published for the worker, which takes them out of
+        the pack. The Ray trial itself always continues: the pack ends by itself."""
+        stopped = []
+        for uid, metrics in json.loads(result[MEMBERS]).items():
+            obs = self._observation({self.time_attr: result.get(self.time_attr), **metrics})
+            if obs is not None and self.core.on_result(uid, *obs) == STOP:
+                stopped.append(uid)
+        if self.publish_member_stops is not None:  # always, so the worker never waits for nothing
+            self.publish_member_stops(trial.trial_id, result.get(self.time_attr), stopped)
+        return TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
         obs = self._observation(result) if result else None

@@ -346,9 +346,6 @@ def validate(raw: dict, path: str) -> SearchSpace:
         scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
     space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}
-    if space.pack != 1 and space.scheduler != "fifo":
-        raise UsageError(f"{where}: search.pack: {space.pack} runs with the fifo scheduler only; the mo-asha "
-                         "scheduler decides per Ray trial, and a pack is one (use pack: 1 with mo-asha)")
     if sampler == "grid" and "trials_per_scenario" not in search:  # every point, unless told how many
         space.trials_per_scenario = len(space.grid())
     return space

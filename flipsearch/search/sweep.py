@@ -375,6 +375,11 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
                             stopped_by_scheduler=stopped, pack_sizes=pack_sizes)
     run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
+    board = None
+    if scheduler is not None and space.pack != 1:  # the scheduler stops single members of packs
+        from .pack_stops import start_board
+
+        board, scheduler.publish_member_stops = start_board(run_id)
     tuner = tune.Tuner(
         tune_trainable(space, out, run, datasets),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
@@ -390,6 +395,10 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     finally:
         if scheduler is not None:  # its rungs survive a resume
             out.write_bytes(json.dumps(scheduler.state_dict()).encode(), SCHEDULER_STATE)
+        if board is not None:
+            import ray
+
+            ray.kill(board)
     rows = read_results(out, required=False)
     mine = rows[rows["run_id"] == run_id] if len(rows) and "run_id" in rows else rows
     # A pack's members share their references: count each pack once.

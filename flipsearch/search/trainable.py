@@ -110,7 +110,9 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
 
 def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict | None, lock_actor: Any) -> None:
     """A pack of configurations (`search.pack`): one `run_pack`, one row per member, all
-    reported at once (`rows_json`). A failure fails every member of the pack."""
+    reported at once (`rows_json`). A failure fails every member of the pack. Under MO-ASHA
+    each epoch reports every live member's validation values, and members the scheduler
+    stops leave the pack as `stopped` rows."""
     from ray import tune
 
     from ..config import TrialConfig
@@ -124,8 +126,14 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
     cfgs = []
     try:
         cfgs = [TrialConfig.from_dict(m["config"]).replace(device=assigned_device()) for m in members]
+        stop_members = None
+        if run.get("report_epochs"):  # MO-ASHA ranks each member and may stop some (pack_stops.py)
+            from .pack_stops import member_stopper
+
+            stop_members = member_stopper(run["run_id"], config["ray_trial_id"], [m["trial_uid"] for m in members],
+                                          tune.report)
         results = run_pack(cfgs, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
-                           dataset=(datasets or {}).get(dataset_key(cfgs[0])))
+                           dataset=(datasets or {}).get(dataset_key(cfgs[0])), stop_members=stop_members)
         rows = [encode_row(r, i, _where(t0)) for r, i in zip(results, idents)]
     except Exception as e:  # noqa: BLE001 - every failure becomes rows, the sweep goes on
         rows = [failed_row(cfgs[k] if k < len(cfgs) else None, i, one_line(e), where=_where(t0),
