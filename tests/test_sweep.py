@@ -103,3 +103,37 @@ methods:
     combos = set(zip(rows["method"], rows["hp_distance"].fillna("-"), rows["seed"]))
     assert combos == {("ce", "-", 0), ("ce", "-", 1), ("fd", "lm", 0), ("fd", "lm", 1), ("fd", "kl", 0), ("fd", "kl", 1)}
     assert (rows.loc[rows["method"] == "fd", "hp_lambda"] == 0.5).all()
+
+
+REPEATS = """
+name: t-repeats
+scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0], training: {epochs: 2}}
+objectives: [accuracy_new:max, nfr:min]
+search: {sampler: random, trials_per_scenario: 5, seed: 4, concurrency: 1}
+methods:
+  ce: {init: {choice: [old, scratch]}}
+  bct: {lambda_c: {loguniform: [0.1, 4.0]}}
+"""
+
+
+def test_a_repeated_suggestion_is_told_its_outcome_not_trained_again(ray_local, tiny_space, tmp_path):
+    """ce has two configurations: the random sampler suggests them again and again. A repeat
+    is told the outcome of the row it repeats, never trained; every row is a new
+    configuration, also across --resume."""
+    out = tmp_path / "rep"
+    summary = sweep(tiny_space(REPEATS), out=str(out), quiet=True)
+    rows = read_results(str(out))
+    configs = list(zip(rows["method"], rows["hp_init"], rows["hp_lambda_c"].fillna(-1).round(12)))
+    assert len(rows) == 5 and len(set(configs)) == 5 and summary.repeats >= 1
+    study = _studies(out)["digits__exclusive-op__small"]
+    repeats = [t for t in study.trials if "repeat_of" in t.user_attrs]
+    assert len(repeats) == summary.repeats
+    by_uid = rows.set_index("trial_uid")
+    for t in repeats:
+        r = by_uid.loc[t.user_attrs["repeat_of"]]
+        assert t.state == TrialState.COMPLETE and t.params == {"method": "ce", "ce.init": r["hp_init"]}
+        assert t.values == [r["val_accuracy_new"], r["val_nfr"]]          # its validation outcome
+    summary = sweep(tiny_space(REPEATS), out=str(out), quiet=True, resume=True, trials_per_scenario=8)
+    rows = read_results(str(out))
+    configs = list(zip(rows["method"], rows["hp_init"], rows["hp_lambda_c"].fillna(-1).round(12)))
+    assert len(rows) == 8 and len(set(configs)) == 8

@@ -30,11 +30,49 @@ from .space import SearchSpace
 from .studies import StudyBook
 
 
+MAX_REPEATS = 20  # suggestions in a row that repeat a trained configuration before one is trained again
+
+
+def config_signature(cfg) -> str:
+    """What makes two trials the same training: the whole configuration but the device."""
+    d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    d.pop("device", None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def remember(trained: dict[str, dict | None], row: dict, config: dict) -> None:
+    """Keep `row` as the outcome of `config` (a finished trial: ok, diverged or stopped), or
+    forget the config (a failed trial is tried again when suggested again)."""
+    sig = config_signature(config)
+    if row.get("status") in ("ok", "diverged", "stopped"):
+        trained[sig] = row
+    else:
+        trained.pop(sig, None)
+
+
+def trained_configs(rows) -> dict[str, dict[str, dict]]:
+    """study -> config signature -> row, for the search rows of earlier runs (resume)."""
+    from ..results import decode_config
+
+    out: dict[str, dict[str, dict]] = {}
+    if not len(rows):
+        return out
+    search = rows[rows["replicate_of"].isna()] if "replicate_of" in rows else rows
+    for r in search.to_dict("records"):
+        if r.get("status") in ("ok", "diverged", "stopped"):
+            try:
+                sig = config_signature(decode_config(r))
+            except Exception:  # noqa: BLE001 - a row that no longer decodes repeats nothing
+                continue
+            out.setdefault(str(r["study"]), {})[sig] = r
+    return out
+
+
 class FlipSearcher(Searcher):
     def __init__(self, space: SearchSpace, book: StudyBook, write_row: Callable[[dict], None],
                  run_id: str, remaining: dict[str, int], quiet: bool = False,
                  stopped_by_scheduler: Callable[[str], bool] = lambda trial_id: False,
-                 pack_sizes: dict[str, int] | None = None):
+                 pack_sizes: dict[str, int] | None = None, trained: dict[str, dict[str, dict]] | None = None):
         super().__init__()  # no metric/mode on purpose: the studies hold the objectives
         self.space, self.book, self.write_row = space, book, write_row
         self.run_id = run_id
@@ -42,6 +80,10 @@ class FlipSearcher(Searcher):
         self.stopped_by_scheduler = stopped_by_scheduler
         self.live: dict[str, list[tuple[str, Any, dict]]] = {}  # Ray trial -> its members
         # study -> pack size K: `search.pack`, or with `pack: auto` what was measured per scenario
+        # study -> config signature -> its finished row (None while in flight): what not to train twice
+        self.trained: dict[str, dict[str, dict | None]] = {k: dict(v) for k, v in (trained or {}).items()}
+        self.repeats = 0  # suggestions that repeated a trained configuration (told, not trained)
+        self.waiting: dict[tuple[str, str], list] = {}  # (study, signature) -> repeats of a config in flight
         self.pack_sizes = pack_sizes or {k: int(space.pack) if space.pack != "auto" else 1 for k in remaining}
         self.buffers: dict[tuple, list[tuple[str, Any, dict]]] = {}  # (study, pack key) -> members asked
         self.counts = {"ok": 0, "failed": 0, "diverged": 0, "stopped": 0, "interrupted": 0}
@@ -57,12 +99,31 @@ class FlipSearcher(Searcher):
         pass
 
     def _ask(self, key: str, trial_id: str) -> tuple[str, Any, dict]:
+        """Ask the study for a configuration not trained yet. A sampler often suggests one
+        again (a categorical-only method such as `ce`, or NSGA-II's crossover of equal
+        parents): that suggestion is told the outcome of the row it repeats, without
+        training, and the study is asked again; a repeat of one still in flight is told
+        its outcome when that row lands. After `MAX_REPEATS` repeats in a row (the space is nearly exhausted)
+        the repeat is trained like any other suggestion."""
+        study = self.book.studies[key]
+        for attempt in range(MAX_REPEATS + 1):
+            ot = study.ask()
+            method, hparams, seed = self.space.suggest(ot)
+            cfg = self.space.config(key, method, hparams, seed)
+            sig = config_signature(cfg)
+            if attempt == MAX_REPEATS or sig not in self.trained.setdefault(key, {}):
+                break
+            earlier = self.trained[key][sig]
+            if earlier is None:  # the same configuration is running now: told when its row lands
+                self.waiting.setdefault((key, sig), []).append(ot)
+            else:
+                ot.set_user_attr("repeat_of", str(earlier.get("trial_uid") or ""))
+                self.book.tell(key, ot, earlier)
+            self.repeats += 1
         self.remaining[key] -= 1
-        ot = self.book.studies[key].ask()
+        self.trained[key][sig] = None  # in flight
         uid = new_trial_uid()
         ot.set_user_attr("trial_uid", uid)  # so a resume matches it to its row by identity
-        method, hparams, seed = self.space.suggest(ot)
-        cfg = self.space.config(key, method, hparams, seed)
         return key, ot, {"study": key, "trial_number": ot.number, "trial_uid": uid,
                          "ray_trial_id": trial_id, "config": cfg.to_dict(), "_cfg": cfg}
 
@@ -109,10 +170,13 @@ class FlipSearcher(Searcher):
             rows = [self._row(c, "stopped", f"stopped by the scheduler after epoch {result.get('epoch')}", result, 1)
                     for _, _, c in members]
         else:  # stopped before it finished (Ctrl-C): no row, rerun it on --resume
-            for key, ot, _ in members:
+            for key, ot, config in members:
                 self.book.studies[key].tell(ot, state=TrialState.FAIL)
                 self.book.studies[key].enqueue_trial(ot.params)
                 self.counts["interrupted"] += 1
+                self.trained.get(key, {}).pop(config_signature(config["config"]), None)
+                for repeat in self.waiting.pop((key, config_signature(config["config"])), []):
+                    self.book.studies[key].tell(repeat, state=TrialState.FAIL)  # the rerun is enqueued once
             self.book.sync()
             return
         by_uid = {r.get("trial_uid"): r for r in rows}
@@ -120,6 +184,13 @@ class FlipSearcher(Searcher):
             row = by_uid[config["trial_uid"]]
             self.write_row(row)  # first the row (the truth), then Optuna
             self.book.tell(key, ot, row)
+            remember(self.trained.setdefault(key, {}), row, config["config"])
+            for repeat in self.waiting.pop((key, config_signature(config["config"])), []):
+                repeat.set_user_attr("repeat_of", str(row.get("trial_uid") or ""))
+                if row.get("status") == "failed":  # nothing to repeat: the original crashed
+                    self.book.studies[key].tell(repeat, state=TrialState.FAIL)
+                else:
+                    self.book.tell(key, repeat, row)
             self.epochs_run += int(row.get("epochs") or 0)
             self.counts[row.get("status", "failed")] = self.counts.get(row.get("status", "failed"), 0) + 1
             self._progress(key)
@@ -145,6 +216,7 @@ class FlipSearcher(Searcher):
         done = c["ok"] + c["failed"] + c["diverged"] + c["stopped"]
         fronts = " ".join(f"{k.split('__')[1]}:{self.book.front_size(k)}" for k in self.book.studies)
         stopped = f" stopped {c['stopped']}" if c["stopped"] else ""
+        stopped += f" (repeats told, not trained: {self.repeats})" if self.repeats else ""
         print(f"[flipsearch] {done}/{self.total} trials  ok {c['ok']} failed {c['failed']} "
               f"diverged {c['diverged']}{stopped}  front sizes {fronts}  {time.time() - self.t0:.0f}s",
               file=sys.stderr, flush=True)

@@ -55,11 +55,13 @@ class SweepSummary:
     epochs_run: int = 0
     epochs_full: int = 0  # what the same trials would have run at full budget
     replicates_run: int = 0
+    repeats: int = 0  # suggestions that repeated a trained configuration: told its outcome, not trained
 
     def line(self) -> str:
         saved = (f"; {self.epochs_run}/{self.epochs_full} update epochs run"
                  if self.epochs_full and self.epochs_run < self.epochs_full else "")
         reps = f", {self.replicates_run} replicate runs" if self.replicates_run else ""
+        reps += f", {self.repeats} repeated suggestions told without training" if self.repeats else ""
         return (f"sweep {self.run_id}: {self.trials_run} trials this run ({', '.join(f'{k} {v}' for k, v in self.counts.items())}){reps}; "
                 f"reference models: {self.references_trained} trained, {self.reference_hits} cache hits{saved}; "
                 f"{self.seconds:.1f}s; results in {self.out}")
@@ -254,7 +256,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
             return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
                                 n_trained, n_hits, time.time() - t0, interrupted or signals.received(),
                                 searcher.epochs_run if searcher else 0, full if space.scheduler != "fifo" else 0,
-                                n_reps)
+                                n_reps, searcher.repeats if searcher else 0)
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -372,8 +374,11 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
         from .auto_pack import auto_pack_sizes
 
         pack_sizes = auto_pack_sizes(space, out, list(remaining), datasets, quiet=opts.quiet)
+    from .searcher import trained_configs
+
     searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
-                            stopped_by_scheduler=stopped, pack_sizes=pack_sizes)
+                            stopped_by_scheduler=stopped, pack_sizes=pack_sizes,
+                            trained=trained_configs(read_results(out, required=False)))
     run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
     board = None
     if scheduler is not None and space.pack != 1:  # the scheduler stops single members of packs
