@@ -84,4 +84,12 @@ def test_packed_sweep_lands_one_row_per_member(ray_local, tiny_space, tmp_path):
     assert bct["pack_size"].max() > 1                                     # loss methods pack
     for pack_id, members in bct.groupby("pack_id"):
         assert len(members) == members["pack_size"].iloc[0]
-    assert sorted(rows["trial_number"]) == list(range(7))                 # every Optuna trial once
+    # every Optuna trial once: a row, or a repeated suggestion (neurecover has one
+    # configuration here) told that row's outcome without training
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal")))
+    trials = optuna.load_study(study_name="digits__exclusive-op__small", storage=storage).trials
+    held = [t.user_attrs["trial_uid"] for t in trials if "trial_uid" in t.user_attrs and t.state.is_finished()]
+    assert sorted(held) == sorted(rows["trial_uid"]) and rows["trial_number"].is_unique
+    assert all(t.user_attrs.get("repeat_of") in set(rows["trial_uid"]) for t in trials if "trial_uid" not in t.user_attrs)

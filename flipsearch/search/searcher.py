@@ -117,8 +117,7 @@ class FlipSearcher(Searcher):
             if earlier is None:  # the same configuration is running now: told when its row lands
                 self.waiting.setdefault((key, sig), []).append(ot)
             else:
-                ot.set_user_attr("repeat_of", str(earlier.get("trial_uid") or ""))
-                self.book.tell(key, ot, earlier)
+                self.book.tell(key, ot, earlier, repeat=True)
             self.repeats += 1
         self.remaining[key] -= 1
         self.trained[key][sig] = None  # in flight
@@ -186,11 +185,11 @@ class FlipSearcher(Searcher):
             self.book.tell(key, ot, row)
             remember(self.trained.setdefault(key, {}), row, config["config"])
             for repeat in self.waiting.pop((key, config_signature(config["config"])), []):
-                repeat.set_user_attr("repeat_of", str(row.get("trial_uid") or ""))
                 if row.get("status") == "failed":  # nothing to repeat: the original crashed
+                    repeat.set_user_attr("repeat_of", str(row.get("trial_uid") or ""))
                     self.book.studies[key].tell(repeat, state=TrialState.FAIL)
                 else:
-                    self.book.tell(key, repeat, row)
+                    self.book.tell(key, repeat, row, repeat=True)
             self.epochs_run += int(row.get("epochs") or 0)
             self.counts[row.get("status", "failed")] = self.counts.get(row.get("status", "failed"), 0) + 1
             self._progress(key)

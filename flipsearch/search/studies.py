@@ -190,12 +190,15 @@ class StudyBook:
             return [float(v) for v in values], TrialState.COMPLETE, {str(c): c.violation(view) for c in self.constraints}
         return None, TrialState.PRUNED if row.get("status") == "stopped" else TrialState.FAIL, {}
 
-    def tell(self, study_name: str, trial: optuna.trial.Trial, row: dict[str, Any]) -> None:
-        """Report a finished trial (the `Trial` that `ask` gave) with its row's outcome."""
+    def tell(self, study_name: str, trial: optuna.trial.Trial, row: dict[str, Any], *, repeat: bool = False) -> None:
+        """Report a finished trial (the `Trial` that `ask` gave) with its row's outcome. With
+        `repeat`, `trial` is a suggestion that repeated `row`'s configuration and was not
+        trained: it gets the row's outcome as evidence, marked `repeat_of`, never the row's
+        identity (the row stays held by its own trial)."""
         study = self.studies[study_name]
         values, state, constraints = self.outcome(row)
         trial.set_user_attr("status", str(row.get("status")))
-        trial.set_user_attr("trial_uid", str(row.get("trial_uid") or ""))
+        trial.set_user_attr("repeat_of" if repeat else "trial_uid", str(row.get("trial_uid") or ""))
         for name, violation in constraints.items():  # <= 0 is feasible; samplers and best_trials read these
             trial.set_constraint(name, violation)
         if state != TrialState.COMPLETE:
