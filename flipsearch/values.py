@@ -29,31 +29,30 @@ def as_bool(value: Any, name: str) -> bool:
     raise UsageError(f"{name}={value!r} is not a boolean (true/false)")
 
 
-def as_int(value: Any, name: str) -> int:
+def _number(value: Any, name: str, parse: type, what: str) -> int | float:
+    """`value` as a plain int or float: numpy scalars unwrapped, text parsed with `parse`,
+    booleans and other types refused."""
     if hasattr(value, "item") and not isinstance(value, (str, bool)):
         value = value.item()
     if isinstance(value, str):
         try:
-            value = int(value.strip())
+            value = parse(value.strip())
         except ValueError:
-            raise UsageError(f"{name}={value!r} is not an integer") from None
+            raise UsageError(f"{name}={value!r} is not {what}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name}={value!r} is not an integer")
+        raise UsageError(f"{name}={value!r} is not {what}")
+    return value
+
+
+def as_int(value: Any, name: str) -> int:
+    value = _number(value, name, int, "an integer")
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
         raise UsageError(f"{name}={value!r} is not an integer")
     return int(value)
 
 
 def as_float(value: Any, name: str) -> float:
-    if hasattr(value, "item") and not isinstance(value, (str, bool)):
-        value = value.item()
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise UsageError(f"{name}={value!r} is not a number") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"{name}={value!r} is not a number")
+    value = _number(value, name, float, "a number")
     if not math.isfinite(value):
         raise UsageError(f"{name}={value!r} must be finite")
     return float(value)
