@@ -458,8 +458,8 @@ def _flips_blocks(report: "Report", s: "ScenarioReport") -> list:
         if side is not None and side.reproduced is False:
             summary.append(P(f"Note: the re-run {side.label} has NFR {side.nfr * 100:.2f} % where its recorded row has "
                              f"{side.recorded_nfr * 100:.2f} %: the re-run is not bit-identical to the sweep's trial "
-                             "(thread count, or M1 loaded from the cache where the trial trained it), so these flips "
-                             "are of the re-run models."))
+                             "(another machine, library version or thread count changes float sums, and training "
+                             "amplifies them), so these flips are of the re-run models."))
     return [head, lead, Raw(flips_html(f, esc), summary, summary)]
 
 
