@@ -33,6 +33,8 @@ within (b)'s budget counts as infinite). Target: <= 1/3.
     python bench/early_stopping.py --quick           # 1 repetition, tiny: a smoke check (about
                                                      # 2 min idle; 6-7 min at load 10 on 2 cores)
     python bench/early_stopping.py --analyse DIR     # the tables again from a finished --out
+    python bench/early_stopping.py --only-fashion --fashion-reps 3 --fashion-trials 8   # Fashion-MNIST
+                                                     # 10 % subset, compact, exclusive-op
 """
 
 from __future__ import annotations
@@ -331,7 +333,9 @@ def main() -> None:
     ap.add_argument("--fashion-reps", type=int, default=0,
                     help="also run a Fashion-MNIST subset group with this many repetitions (0: skip)")
     ap.add_argument("--fashion-trials", type=int, default=6)
-    ap.add_argument("--fashion-scale", type=float, default=0.03)
+    ap.add_argument("--fashion-scale", type=float, default=0.1, help="share of the 60,000-image pool")
+    ap.add_argument("--fashion-model", default="compact")
+    ap.add_argument("--only-fashion", action="store_true", help="skip the digits group")
     ap.add_argument("--quick", action="store_true", help="1 repetition, one scenario, 3 epochs: a smoke check")
     ap.add_argument("--out", default=None, help="keep every sweep here (default: a temp dir, removed after)")
     ap.add_argument("--analyse", default=None, metavar="DIR", help="only print the tables of a finished --out DIR")
@@ -367,9 +371,11 @@ def main() -> None:
         groups[0].update(arrangements=["exclusive-op"], epochs=3, reps=1, trials=3)
     elif args.fashion_reps:
         groups.append({"tag": "fashion-mnist", "dataset": "fashion-mnist",
-                       "arrangements": ["exclusive-op"], "model": "small", "epochs": args.epochs,
+                       "arrangements": ["exclusive-op"], "model": args.fashion_model, "epochs": args.epochs,
                        "batch": 64, "grace": args.grace, "eta": args.eta, "reps": args.fashion_reps,
                        "trials": args.fashion_trials, "scale": args.fashion_scale, "test_scale": 0.2})
+        if args.only_fashion:
+            groups = groups[1:]
     log(f"sweeps -> {root}")
     try:
         for g in groups:
