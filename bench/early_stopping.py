@@ -341,6 +341,8 @@ def main() -> None:
     ap.add_argument("--analyse", default=None, metavar="DIR", help="only print the tables of a finished --out DIR")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the driver")
     args = ap.parse_args()
+    if args.only_fashion and (args.quick or not args.fashion_reps):
+        ap.error("--only-fashion needs --fashion-reps N (and no --quick)")
 
     lines: list[str] = []
     if args.analyse:
