@@ -29,7 +29,7 @@ from flipsearch.report.render import md_code, md_text
 from flipsearch.report.selection import selection_frame, reported_frame
 from flipsearch.report.stats import seed_stat, t_quantile
 from flipsearch.report.tables import paper1_table
-from flipsearch.results import ResultsWriter, metric_columns, read_results
+from flipsearch.results import ResultsWriter, decode_config, metric_columns, read_results
 from flipsearch.search.space import load_space
 from flipsearch.storage import Storage
 
@@ -673,6 +673,8 @@ def test_report_of_a_real_sweep_with_replicates(ray_local, tiny_space, tmp_path)
     run_sweep(load_space(tiny_space(SPACE)), SweepOptions(out=str(out), quiet=True))
     rows = read_results(str(out))
     assert rows["replicate_of"].notna().sum() >= 4                  # front point(s) and the baseline, 2 seeds each
+    reps = [json.dumps(decode_config(r).to_dict(), sort_keys=True) for _, r in rows[rows["replicate_of"].notna()].iterrows()]
+    assert len(set(reps)) == len(reps)                                # no configuration and seed run twice
     runner = CliRunner()
     res = runner.invoke(cli, ["report", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
