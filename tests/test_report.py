@@ -405,6 +405,27 @@ def test_baseline_from_search_and_replicates_and_within_noise_marks(tmp_path):
     assert (lo, hi) == pytest.approx((st.low, st.high))
 
 
+def test_a_ce_front_point_takes_its_seeds_from_the_baselines_replicates(tmp_path):
+    # The sweep replicates the ce baseline's configuration once, as the baseline; a ce trial at
+    # its defaults on the front is that configuration, so the baseline's runs are its seeds.
+    ce = dict(row("ce", 0.95, 0.030, trial=0, val=(0.95, 0.030)), trial_uid="ce")
+    bct = dict(row("bct", 0.92, 0.010, trial=1, lambda_c=1.0, val=(0.92, 0.010)), trial_uid="b")
+    rows = [ce, bct, replicate(bct, 0, 0.93, 0.012), replicate(bct, 1, 0.91, 0.014),
+            baseline_replicate("exclusive-op", 0, 0.93, 0.040), baseline_replicate("exclusive-op", 1, 0.91, 0.050)]
+    s = build_report(sweep_dir(tmp_path, rows), flips=False).scenarios[0]
+    points = {p.label: p for p in s.points}
+    assert set(points) == {"#0", "#1"} and points["#0"].n_seeds == 3 and points["#1"].n_seeds == 3
+    assert points["#0"].stats["nfr"].mean == pytest.approx((0.030 + 0.040 + 0.050) / 3)
+    table = paper1_table(pd.DataFrame(rows), OBJ, [])
+    ce_row = table[(table["method"] == "ce") & (table["role"] == "best")].iloc[0]
+    assert ce_row["n_seeds"] == 3 and ce_row["nfr"] == pytest.approx(0.04)
+    # A sweep from before this rule replicated the ce point a second time at the same seeds:
+    # each seed counts once.
+    old = rows + [replicate(ce, 0, 0.93, 0.040), replicate(ce, 1, 0.91, 0.050)]
+    s = build_report(sweep_dir(tmp_path, old, name="old"), flips=False).scenarios[0]
+    assert {p.label: p.n_seeds for p in s.points}["#0"] == 3
+
+
 def test_without_replicates_or_baseline_the_report_says_so(tmp_path):
     rows = [row("bct", 0.92, 0.010, trial=0, lambda_c=1.0), row("bct", 0.95, 0.030, trial=1, lambda_c=0.2),
             row("ce", 0.93, 0.02, trial=2, init="scratch")]            # ce, but not the default init=old

@@ -93,13 +93,26 @@ def missing_selection(df: pd.DataFrame, metrics) -> list[str]:
 
 def runs_with_replicates(rows: pd.DataFrame, originals: pd.Index) -> pd.Index:
     """The rows `originals` (search trials) and the ok replicate runs of them (rows whose
-    `replicate_of` is one of their `trial_uid`s), originals first."""
+    `replicate_of` is one of their `trial_uid`s), originals first. A `ce` trial at its
+    defaults is the ce baseline's configuration, which the sweep replicates once, as the
+    baseline (`replicate_of = "baseline:<study>"`): those runs are its replicates too, one
+    per seed not already among its runs."""
+    from .baselines import BASELINE_REPLICATE, is_default_ce
+
     out = list(originals)
     if REPLICATE_OF in rows.columns and "trial_uid" in rows.columns and len(originals):
         uids = {u for u in rows.loc[originals, "trial_uid"].dropna().astype(str)}
-        reps = rows[rows[REPLICATE_OF].astype("string").isin(uids).fillna(False).to_numpy(dtype=bool)]
-        if "status" in reps.columns:
-            reps = reps[reps["status"] == "ok"]
+        reps = _ok(rows[rows[REPLICATE_OF].astype("string").isin(uids).fillna(False).to_numpy(dtype=bool)])
         order = [c for c in ("replicate", "seed") if c in reps.columns]
         out += list(reps.sort_values(order, kind="stable").index if order else reps.index)
+        if "study" in rows.columns and "seed" in rows.columns:
+            tags = {f"{BASELINE_REPLICATE}:{rows.at[i, 'study']}" for i in originals if is_default_ce(rows.loc[i])}
+            shared = _ok(rows[rows[REPLICATE_OF].astype("string").isin(tags).fillna(False).to_numpy(dtype=bool)])
+            shared = shared[~shared["seed"].isin(set(rows.loc[out, "seed"]))]
+            shared = shared.sort_values([c for c in ("replicate", "seed") if c in shared.columns], kind="stable")
+            out += list(shared.drop_duplicates("seed").index)
     return pd.Index(out)
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"] if "status" in df.columns else df
