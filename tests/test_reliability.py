@@ -229,6 +229,43 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(ray_local, tiny_space, tmp_
     assert len(rows) == 6 and not rows.duplicated(["study", "trial_number"]).any()
 
 
+REPLICATE_SPACE = """
+name: reps
+scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], training: {epochs: 6}}
+search: {sampler: grid, concurrency: 1, replicates: 3}
+methods:
+  ce: {}
+  bct: {lambda_c: 1.0}
+"""
+
+
+def test_ctrl_c_in_the_replicate_phase_says_how_to_resume_and_resume_finishes_it(ray_local, tiny_space, tmp_path):
+    space_path = tiny_space(REPLICATE_SPACE)
+    out = tmp_path / "out"
+    proc = _start_sweep(space_path, out)
+    try:
+        _wait_for_rows(out, 3, proc)  # both search trials and the first replicate run
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        _reap(proc)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: resume with" in err and "--resume" in err and "Traceback" not in err
+    before = read_results(str(out))
+    reps = before[before["replicate_of"].notna()]
+    assert len(before[before["replicate_of"].isna()]) == 2 and 1 <= len(reps)
+    summary = run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
+    assert not summary.interrupted and summary.trials_run == 0
+    rows = read_results(str(out))
+    reps = rows[rows["replicate_of"].notna()]
+    assert len(reps) == len(before[before["replicate_of"].notna()]) + summary.replicates_run
+    assert not reps.duplicated(["replicate_of", "replicate"]).any() and set(reps["status"]) == {"ok"}
+    # every origin (the ce baseline, and bct when it is on the front) has its 3 seeds
+    assert set(reps.groupby("replicate_of")["seed"].apply(lambda s: tuple(sorted(s)))) == {(1, 2, 3)}
+    # each replicate run trained its seed's M1 or found it cached: the summary counts them
+    assert summary.references_trained + summary.reference_hits >= summary.replicates_run >= 1
+
+
 # --------------------------------------------------------------------------- resume from the rows
 
 BASE_SPACE = """

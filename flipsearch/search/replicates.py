@@ -101,7 +101,8 @@ class FixedSearcher(Searcher):
         pass
 
 
-def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets: dict) -> int:
+def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets: dict) -> tuple[int, int]:
+    """Run the replicate tasks not yet written; (rows written, tasks left without a row)."""
     from ray import tune
 
     from ..trial import load_data
@@ -110,7 +111,7 @@ def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets
 
     tasks = plan(space, read_results(out))
     if not tasks:
-        return 0
+        return 0, 0
     for task in tasks:  # replicate seeds reuse the loaded datasets (a seed does not change the data)
         from ..config import TrialConfig
 
@@ -126,4 +127,4 @@ def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets
                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(tasks),
                                            max_concurrent_trials=space.concurrency, reuse_actors=True),
                run_config=tune_run_config(out, f"replicates-{run_id}", space.max_failures)).fit()
-    return searcher.done
+    return searcher.done, len(tasks) - searcher.done

@@ -241,16 +241,16 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
             remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
             total = sum(remaining.values())
-            searcher, n_trained, n_hits = None, 0, 0
-            if total:
-                searcher, n_trained, n_hits = _run_tune(space, opts, out, book, remaining, run_id, total, datasets)
+            searcher = _run_tune(space, opts, out, book, remaining, run_id, total, datasets) if total else None
             counts = {k: v for k, v in searcher.counts.items() if v} if searcher else {}
             interrupted = bool(searcher and (any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0))
             n_reps = 0
             if space.replicates and not interrupted:
                 from .replicates import run_replicates
 
-                n_reps = run_replicates(space, opts, out, run_id, datasets)
+                n_reps, reps_left = run_replicates(space, opts, out, run_id, datasets)
+                interrupted = reps_left > 0  # Ctrl-C or a lost run: --resume runs what has no row
+            n_trained, n_hits = _reference_counts(out, run_id)
             full = (sum(v for k, v in counts.items() if k != "interrupted")
                     * max(t.update_recipe.epochs for t in space.templates.values()))
             return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
@@ -404,6 +404,12 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
             import ray
 
             ray.kill(board)
+    return searcher
+
+
+def _reference_counts(out: Storage, run_id: str) -> tuple[int, int]:
+    """Reference models (M1, φ_new, the CE update) this run trained and found cached, over
+    its search trials and replicate runs."""
     rows = read_results(out, required=False)
     mine = rows[rows["run_id"] == run_id] if len(rows) and "run_id" in rows else rows
     # A pack's members share their references: count each pack once.
@@ -411,7 +417,7 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     ref_cols = [c for c in packs.columns if c.startswith("ref_")]
     trained = int(sum((packs[c] == "miss").sum() for c in ref_cols))
     hits = int(sum((packs[c] == "hit").sum() for c in ref_cols))
-    return searcher, trained, hits
+    return trained, hits
 
 
 def _scheduler(space: SearchSpace, out: Storage):
