@@ -62,11 +62,11 @@ def plan(space: SearchSpace, rows: pd.DataFrame) -> list[dict[str, Any]]:
         mine = searched[searched["study"] == key] if len(searched) else searched
         baseline = template.replace(method="ce")
         origins = [(f"{BASELINE}:{key}", -1, baseline)]
-        # A row records the device its trial resolved ("cpu" for "auto"); a replicate runs under
-        # the sweep's own setting, wherever Ray places it. Without this a ce front point would
-        # never equal the baseline and would re-run the baseline's seeds a second time.
+        # The baseline's replicates serve a front point with its configuration. A row records
+        # the device its trial resolved ("cpu" for "auto"); a replicate runs under the sweep's
+        # own setting, wherever Ray places it, so the two are compared under that setting.
         origins += [(str(r["trial_uid"]), int(r["trial_number"]), cfg) for _, r in front_rows(space, mine).iterrows()
-                    if (cfg := decode_config(r).replace(device=template.device)) != baseline]  # the baseline's replicates serve it
+                    if (cfg := decode_config(r).replace(device=template.device)) != baseline]
         for uid, number, cfg in origins:
             for k, seed in enumerate(seeds):
                 if (uid, k) not in done:
