@@ -79,11 +79,11 @@ class FlipSearcher(Searcher):
         self.remaining = dict(remaining)  # study -> trials still to start
         self.stopped_by_scheduler = stopped_by_scheduler
         self.live: dict[str, list[tuple[str, Any, dict]]] = {}  # Ray trial -> its members
-        # study -> pack size K: `search.pack`, or with `pack: auto` what was measured per scenario
         # study -> config signature -> its finished row (None while in flight): what not to train twice
         self.trained: dict[str, dict[str, dict | None]] = {k: dict(v) for k, v in (trained or {}).items()}
         self.repeats = 0  # suggestions that repeated a trained configuration (told, not trained)
         self.waiting: dict[tuple[str, str], list] = {}  # (study, signature) -> repeats of a config in flight
+        # study -> pack size K: `search.pack`, or with `pack: auto` what was measured per scenario
         self.pack_sizes = pack_sizes or {k: int(space.pack) if space.pack != "auto" else 1 for k in remaining}
         self.buffers: dict[tuple, list[tuple[str, Any, dict]]] = {}  # (study, pack key) -> members asked
         self.counts = {"ok": 0, "failed": 0, "diverged": 0, "stopped": 0, "interrupted": 0}
@@ -94,6 +94,14 @@ class FlipSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:  # the rows and the journal are the state
         pass
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its settings, this searcher among them, to tuner.pkl for Tuner.restore,
+        # which flipsearch never uses: `--resume` rebuilds the studies from the journal. The
+        # studies stay out of that pickle: Optuna 5.1's NSGA-II sampler holds a thread lock.
+        state = self.__dict__.copy()
+        state["book"] = None
+        return state
 
     def restore(self, checkpoint_path: str) -> None:
         pass
