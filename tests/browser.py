@@ -5,7 +5,8 @@
         assert region_not_blank(page, "#gallery")
 
 Uses Playwright with Debian's /usr/bin/chromium (Playwright's own browser downloads are not
-available here); `skip_reason()` says why a test cannot run, or None when it can.
+available here); `require()` fails the calling test, naming the install, when either is missing
+(scripts/test.sh installs both: a browser test never skips).
 """
 
 from __future__ import annotations
@@ -22,15 +23,24 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
                "--disable-sync", "--no-first-run"]
 
 
-def skip_reason() -> str | None:
-    """Why a browser test cannot run here (None when it can)."""
+def missing() -> str | None:
+    """What a browser test lacks here (None when it can run)."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (pip install playwright)"
+        return "playwright is not installed (pip install -e '.[test]')"
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
         return f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
     return None
+
+
+def require() -> None:
+    """Fail the calling test if the browser cannot run: run scripts/test.sh, which installs it."""
+    import pytest
+
+    lacking = missing()
+    if lacking is not None:
+        pytest.fail(f"{lacking}; scripts/test.sh installs it", pytrace=False)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,6 @@
-"""Shared fixtures. Ray starts once per test session (2 CPUs, no dashboard)."""
+"""Shared fixtures. Ray starts once per test session (2 CPUs, no dashboard); torch and every
+process the tests start (sweeps, Ray workers) use one intra-op thread; under
+FLIPSEARCH_NO_SKIP=1 (scripts/test.sh, CI) a skipped test fails the run."""
 
 from __future__ import annotations
 
@@ -6,6 +8,16 @@ import os
 import tempfile
 
 import pytest
+
+# One thread everywhere, set before torch is imported: float sums then do not depend on how
+# many cores a machine has or how busy it is (tolerances stay meaningful), and two trials on
+# the 2 cores do not fight over OpenMP threads. Ray workers and subprocesses inherit it.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Ray workers inherit this environment: they import the fault-injecting model factories in
@@ -40,3 +52,24 @@ def tiny_space(tmp_path):
         return str(path)
 
     return write
+
+
+NO_SKIP = os.environ.get("FLIPSEARCH_NO_SKIP") == "1" or os.environ.get("CI") == "true"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under FLIPSEARCH_NO_SKIP=1 a skip is a failure: CI cannot pass with a test not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if NO_SKIP and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under FLIPSEARCH_NO_SKIP=1 (scripts/test.sh installs what it needs): {reason}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Also a module skipped at collection fails the run under FLIPSEARCH_NO_SKIP=1."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if NO_SKIP and reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = 1

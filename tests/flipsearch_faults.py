@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import torch
 from torch import nn
@@ -67,3 +68,45 @@ def kill_once(num_classes, input_shape):
     """The first worker that trains it is SIGKILLed (as a lost spot node would be); later
     attempts train a normal model."""
     return _Faulty(small(num_classes, input_shape), _kill_first_time)
+
+
+# --------------------------------------------------------------------------- a gate for fault tests
+
+GATE = "FLIPSEARCH_GATE"            # a directory: the gate's markers
+GATE_ROWS = "FLIPSEARCH_GATE_ROWS"  # training starting once the sweep has this many rows waits
+GATE_OUT = "FLIPSEARCH_GATE_OUT"    # the sweep's local --out (its rows are OUT/trials/part-*.parquet)
+RELEASE = "release"                 # the file in GATE that opens it
+
+
+def _rows(out: str) -> int:
+    trials = os.path.join(out, "trials")
+    return sum(n.startswith("part-") for n in os.listdir(trials)) if os.path.isdir(trials) else 0
+
+
+class _Gated(nn.Module):
+    """`inner`, whose first training step waits (for ever) for GATE/release once the sweep
+    has GATE_ROWS rows, and first writes GATE/waiting-PID so that the test knows."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self._passed = inner, False
+
+    def forward(self, x):
+        if self.training and not self._passed:
+            self._passed = True
+            gate = os.environ.get(GATE)
+            if gate and _rows(os.environ.get(GATE_OUT, "")) >= int(os.environ.get(GATE_ROWS, "0")):
+                open(os.path.join(gate, f"waiting-{os.getpid()}"), "w").close()
+                while not os.path.exists(os.path.join(gate, RELEASE)):
+                    time.sleep(0.05)
+        return self.inner(x)
+
+
+def gated(num_classes, input_shape):
+    """A `small` model that makes the moment of a fault an event instead of a race: with
+    FLIPSEARCH_GATE set, a model that starts training once the sweep has FLIPSEARCH_GATE_ROWS
+    rows (default 0: every one) waits until the test creates FLIPSEARCH_GATE/release. So a
+    sweep cannot finish, nor move past that point, before the test has done what it wants
+    (signalled it, looked at its processes). Without FLIPSEARCH_GATE it is a plain `small`
+    (a resume run by the test session's own Ray)."""
+    return _Gated(small(num_classes, input_shape))

@@ -12,8 +12,7 @@ import browser
 from audit_fixtures import trained_pair
 from flipsearch.audit import flip_audit, pixel_range, write_audit
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser.skip_reason() is not None,
-                                                   reason=str(browser.skip_reason()))]
+pytestmark = pytest.mark.slow
 
 # Long class names (Fashion-MNIST's) on the digits labels: the layout must hold them at 1280 px.
 LONG_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -22,6 +21,7 @@ SHOTS = Path(os.environ.get("FLIPSEARCH_SHOTS", "/tmp/flipsearch-browser-shots")
 
 @pytest.fixture(scope="module")
 def page_path(tmp_path_factory):
+    browser.require()
     pair = trained_pair("exclusive-op")
     ds = pair.scenario.dataset
     mask = (ds.y_test == 3) | (ds.y_test == 8)

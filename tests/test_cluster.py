@@ -322,7 +322,6 @@ methods:
 def s3_out(tmp_path, monkeypatch):
     """An empty bucket on a moto S3 server on 127.0.0.1; yields the `--out` URI. Endpoint and
     (dummy) credentials ride in the URI, so Ray's workers reach the server as the driver does."""
-    pytest.importorskip("moto.server")
     import logging
 
     import pyarrow.fs as pafs

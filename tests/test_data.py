@@ -309,7 +309,7 @@ def test_fashion_mnist_download_failure_is_one_line(tmp_path, monkeypatch):
 def test_real_debian_fashion_mnist(tmp_path):
     debian = Path(torchvision_sets.DEBIAN_FASHION_MNIST_DIR)
     if not (debian / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"{debian} absent (apt-get install dataset-fashion-mnist)")
+        pytest.fail(f"{debian} absent (apt-get install dataset-fashion-mnist; scripts/test.sh does)", pytrace=False)
     d = load_dataset("fashion-mnist", data_root=tmp_path)  # empty root: the Debian files
     assert d.x_train.shape == (60000, 1, 28, 28) and d.x_test.shape == (10000, 1, 28, 28)
     assert torch.bincount(d.y_train).tolist() == [6000] * 10

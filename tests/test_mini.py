@@ -24,7 +24,8 @@ SCRIPT = ROOT / "scripts" / "build_fashion_mnist_mini.py"
 def _debian_dir() -> Path:
     d = fashion_mnist_debian_dir()
     if not all((d / f"{n}.gz").is_file() for pair in FASHION_FILES.values() for n in pair):
-        pytest.skip(f"Debian's Fashion-MNIST files are not in {d} (apt-get install dataset-fashion-mnist)")
+        pytest.fail(f"Debian's Fashion-MNIST files are not in {d} (apt-get install dataset-fashion-mnist; "
+                    "scripts/test.sh does)", pytrace=False)
     return d
 
 

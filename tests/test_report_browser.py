@@ -15,8 +15,7 @@ import browser
 from flipsearch.report.build import build_report
 from test_report import baseline_replicate, replicate, row, sweep_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(browser.skip_reason() is not None,
-                                                   reason=str(browser.skip_reason()))]
+pytestmark = pytest.mark.slow
 
 SHOTS = Path(os.environ.get("FLIPSEARCH_SHOTS", "/tmp/flipsearch-browser-shots"))
 
@@ -28,6 +27,7 @@ def _short(r: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def report_page(tmp_path_factory):
+    browser.require()
     tmp = tmp_path_factory.mktemp("report-page")
     op = [row("ce", 0.90, 0.020, trial=0), row("bct", 0.92, 0.010, trial=1, lambda_c=1.0),
           row("bct", 0.92, 0.010, trial=2, lambda_c=1.3, variant="strict-imitation", dissonance_scale="batch"),
