@@ -5,7 +5,7 @@ tests/test_cluster.py runs this in a process of its own (the test session has it
     python tests/cluster_sweep_script.py SPEC.json REPORT.json
 
 SPEC is {"workers": [{"num_cpus": 1}, ...], "sweep": [arguments after `flipsearch sweep`],
-"timeout": seconds}. Each worker entry is a node's `ray start` resources (`num_cpus`, `num_gpus`,
+"timeout": seconds, "release_when": {"CPU": 0.0}}. Each worker entry is a node's `ray start` resources (`num_cpus`, `num_gpus`,
 `resources`). The head node has no CPUs, so no trial can run on it: a trial that ran, ran on a
 worker node. Every node listens on 127.0.0.1, and Ray's files (sockets, logs, the address file
 that `ray.init()` looks for) live under $RAY_TMPDIR, which the test points at a private
@@ -13,7 +13,11 @@ directory: no other Ray on the machine can find this cluster, nor this cluster a
 
 REPORT gets the cluster's address and node ids, the sweep's exit status and output, and the
 least of each resource Ray had free while the sweep ran (`min_available`: 0 GPU means every
-GPU share was held at once). Every process is stopped on the way out, on an error or SIGTERM too.
+GPU share was held at once). With "release_when", the sweep's model is
+tests/flipsearch_faults.py:gated (the test sets FLIPSEARCH_GATE): every trial waits at the gate
+until this script has seen Ray's free resources fall to those values, and only then opens it
+(REPORT's "released"): trials that must run at once on the cluster provably did, whatever the
+machine's speed. Every process is stopped on the way out, on an error or SIGTERM too.
 """
 
 from __future__ import annotations
@@ -70,6 +74,11 @@ def main(spec_path: str, report_path: str) -> int:
                 free = ray.available_resources()  # a fully used resource is absent
                 for k in low:
                     low[k] = min(low[k], float(free.get(k, 0.0)))
+                release_when = spec.get("release_when")
+                if release_when and not report.get("released") and \
+                        all(low.get(k, float("inf")) <= v for k, v in release_when.items()):
+                    open(os.path.join(os.environ["FLIPSEARCH_GATE"], "release"), "w").close()
+                    report["released"] = True  # the trials held at the gate held these resources at once
                 time.sleep(0.2)
         report["min_available"] = low
     except BaseException as e:  # noqa: BLE001 - reported to the test, then cleaned up

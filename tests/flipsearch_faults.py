@@ -79,6 +79,8 @@ RELEASE = "release"                 # the file in GATE that opens it
 
 
 def _rows(out: str) -> int:
+    if not out:
+        return 0
     trials = os.path.join(out, "trials")
     return sum(n.startswith("part-") for n in os.listdir(trials)) if os.path.isdir(trials) else 0
 
