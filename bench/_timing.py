@@ -41,6 +41,17 @@ def interleave(variants: dict[str, Callable[[], float | None]], repeats: int, wa
     return times
 
 
+def parse_with_smoke(ap, smoke: list[str], argv: list[str] | None = None):
+    """`ap.parse_args` plus `--smoke`: the script's smallest sizes (`smoke`, arguments that the
+    command line may still override), so that the suite (tests/test_bench.py) checks in
+    seconds that the script still runs end to end. A smoke run's figure means nothing."""
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"smallest sizes ({' '.join(smoke)}): a check that the script runs; its figure means nothing")
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv)
+    return ap.parse_args([*smoke, *argv]) if args.smoke else args
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
 

@@ -197,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    smoke = ["--scale", "0.01", "--epochs", "1", "--seeds", "0"]
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"smallest sizes ({' '.join(smoke)}): a check that the script runs; its figures mean nothing")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args = ap.parse_args([*smoke, *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
     test_scale = args.scale if args.test_scale is None else args.test_scale
     t0 = time.perf_counter()

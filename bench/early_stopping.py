@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 
 import _timing  # noqa: F401  (puts the checkout on sys.path)
-from _timing import machine
+from _timing import machine, parse_with_smoke
 
 import numpy as np
 
@@ -340,7 +340,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep every sweep here (default: a temp dir, removed after)")
     ap.add_argument("--analyse", default=None, metavar="DIR", help="only print the tables of a finished --out DIR")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the driver")
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--quick", "--epochs", "2", "--trials", "2", "--asha-factor", "2"])
     if args.only_fashion and (args.quick or not args.fashion_reps):
         ap.error("--only-fashion needs --fashion-reps N (and no --quick)")
 
@@ -371,6 +371,8 @@ def main() -> None:
                "reps": args.reps, "trials": args.trials}]
     if args.quick:
         groups[0].update(arrangements=["exclusive-op"], epochs=3, reps=1, trials=3)
+        if args.smoke:  # smaller still: the suite's check that the script runs
+            groups[0].update(epochs=args.epochs, trials=args.trials)
     elif args.fashion_reps:
         groups.append({"tag": "fashion-mnist", "dataset": "fashion-mnist",
                        "arrangements": ["exclusive-op"], "model": args.fashion_model, "epochs": args.epochs,

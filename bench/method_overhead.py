@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 
 import _timing  # noqa: F401
-from _timing import interleave, machine, median, set_threads, spread
+from _timing import interleave, machine, median, parse_with_smoke, set_threads, spread
 
 from flipsearch.references import ReferenceStore
 from flipsearch.trial import TrialConfig, load_data, run_trial
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--subset", type=float, default=1.0, help="share of the dataset used")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--subset", "0.3", "--epochs", "2", "--repeats", "1"])
     set_threads(args.threads)
     print(machine(), flush=True)
 

@@ -39,7 +39,7 @@ import time
 from dataclasses import replace
 
 import _timing  # noqa: F401  (puts the checkout on sys.path)
-from _timing import machine, set_threads
+from _timing import machine, parse_with_smoke, set_threads
 
 from flipsearch.methods import get_method
 from flipsearch.references import ReferenceStore
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--seeds", "0", "--methods", "ce", "bct", "--set", "epochs=1"])
     set_threads(args.threads)
     methods = ("ce",) + tuple(m for m in args.methods if m != "ce")  # the baseline always runs, first
 

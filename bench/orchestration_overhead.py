@@ -39,7 +39,8 @@ import tempfile
 import time
 
 import _timing  # noqa: F401
-from _timing import configs_from_rows, interleave, machine, median, run_smoke_sweep, set_threads, spread
+from _timing import (configs_from_rows, interleave, machine, median,
+                     parse_with_smoke, run_smoke_sweep, set_threads, spread)
 
 
 def run_configs(path: str, out: str) -> None:
@@ -67,7 +68,7 @@ def main() -> None:
     ap.add_argument("--trials-per-scenario", type=int, default=None, help="default: the smoke space's 10")
     ap.add_argument("--diagnose", action="store_true", help="also time Ray with Tune's auto loggers off")
     ap.add_argument("--run-configs", nargs=2, metavar=("PICKLE", "OUT"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--repeats", "1", "--trials-per-scenario", "1"])
     if args.run_configs:
         return run_configs(*args.run_configs)
     set_threads(1)

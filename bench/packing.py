@@ -28,7 +28,7 @@ import copy
 import time
 
 import _timing  # noqa: F401
-from _timing import interleave, machine, median, set_threads
+from _timing import interleave, machine, median, parse_with_smoke, set_threads
 
 import torch
 
@@ -266,7 +266,8 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, metavar="K", help="only profile a pack of K")
     ap.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto",
                     help="auto: CPU seconds with 1 thread on the CPU, else wall-clock seconds")
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--datasets", "digits", "--packs", "1", "2", "--epochs", "2", "--steps", "2",
+                                 "--repeats", "1", "--warmup", "0"])
     set_threads(args.threads)
     device = torch.device(args.device)
     WARMUP["runs"] = args.warmup

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import _timing  # noqa: F401
-from _timing import SMOKE, interleave, machine, median, run_smoke_sweep
+from _timing import SMOKE, interleave, machine, median, parse_with_smoke, run_smoke_sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,7 +54,9 @@ def main() -> None:
     ap.add_argument("--trials-per-scenario", type=int, default=None, help="default: the space's own")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--plot", default=str(HERE / "scaling.png"))
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--settings", "1:1", "--trials-per-scenario", "1", "--repeats", "1"])
+    if args.smoke and args.plot == str(HERE / "scaling.png"):
+        args.plot = os.path.join(tempfile.mkdtemp(prefix="scaling-smoke-"), "scaling.png")  # keep the committed plot
     print(machine(), flush=True)
     if args.local_cluster:
         # Before Ray is imported: its files in a private directory (no other Ray finds this

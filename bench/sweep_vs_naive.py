@@ -23,10 +23,10 @@ from collections import Counter
 from dataclasses import replace
 
 import _timing  # noqa: F401
-from _timing import interleave, machine, median, set_threads, space_trials, spread
+from _timing import interleave, machine, median, parse_with_smoke, set_threads, space_trials, spread
 
 from flipsearch.references import ReferenceStore
-from flipsearch.trial import load_subset, run_trial
+from flipsearch.trial import load_data, run_trial
 
 
 def main() -> None:
@@ -35,13 +35,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--arrangement", default=None, help="run every trial on this arrangement")
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--trials", "2", "--repeats", "1"])
     set_threads(args.threads)
     print(machine(), flush=True)
     trials = space_trials(args.trials)
     if args.arrangement:
         trials = [replace(c, arrangement=args.arrangement) for c in trials]
-    datasets = {c.dataset: load_subset(c.dataset, None, False, c.subset) for c in trials}
+    datasets = {c.dataset: load_data(c) for c in trials}  # the smoke space: one dataset at one scale
     print(f"{len(trials)} trials: " + ", ".join(f"{m} x{n}" for m, n in Counter(c.method for c in trials).items()),
           flush=True)
     trained = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 
 import _timing  # noqa: F401  (puts the checkout on sys.path)
-from _timing import interleave, machine, median, set_threads, spread
+from _timing import interleave, machine, median, parse_with_smoke, set_threads, spread
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--digits-epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (a sweep trial's cpus)")
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--fm-samples", "256", "--digits-epochs", "1", "--repeats", "1"])
     set_threads(args.threads)
     print(machine(), flush=True)
 

@@ -120,8 +120,18 @@ methods:
     res = CliRunner().invoke(cli, ["report", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
-    assert report  # the report names the user's scenario and objectives
-    assert "critical_nfr" in json.dumps(report)
+    # The report is about the user's scenario, on the user's objectives ...
+    assert report["objectives"] == ["accuracy_new:max", "critical_nfr:min"]
+    (scen,) = report["scenarios"]
+    assert scen["scenario"] == rows["study"].iloc[0] and scen["dataset"] == f"arrays:{user_data['npz']}"
+    # ... its front is made of the sweep's rows and shows their test critical NFR ...
+    by_uid = rows.set_index("trial_uid")
+    assert scen["front"] and {f["trial_uid"] for f in scen["front"]} <= set(by_uid.index)
+    for point in scen["front"]:
+        assert point["test"]["critical_nfr"]["value"] == pytest.approx(by_uid.loc[point["trial_uid"], "critical_nfr"])
+    # ... and its command reproduces a trial with the user's model, M1 and critical classes.
+    command = scen["recommendation"]["command"]
+    assert FACTORY in command and user_data["ckpt"] in command and "--critical-classes 1,2" in command
 
 
 def test_critical_class_constraint_changes_the_recommendation(tmp_path):

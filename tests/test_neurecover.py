@@ -3,7 +3,6 @@ searches, and a real repair on the embedded digits (M1 -> CE update -> repair)."
 
 import copy
 import math
-import time
 import types
 
 import pytest
@@ -254,19 +253,21 @@ def test_repair_wins_back_flips_on_the_digits(digits_update):
     before = copy.deepcopy(ref.model.state_dict())
     method = get_method("neurecover")
     assert method.needs == (CEUpdateRef,)
-    t0 = time.perf_counter()
-    out = method.update(_ctx(ref, m1, xu, yu), method.resolve({}))
-    seconds = time.perf_counter() - t0
-    info = out.info
-    print(f"\nneurecover on digits: {seconds:.2f} s, {info}")
-    assert seconds < 15
-    assert info["scope"] == "head" and info["note"] == ""
-    assert info["n_neg"] >= 3  # the setting produces flips to win back
-    assert 0 < info["localised_total"] <= 40
-    assert info["repair_rr_before"] == 0.0 and info["repair_br_before"] == 0.0
-    assert info["repair_rr_after"] >= 0.5  # at least half of M2's flips won back
-    assert info["repair_br_after"] <= 0.05  # and I_pos barely touched
-    assert info["best_fitness"] > info["fitness_before"]
+    # Three search seeds (not one lucky one): each wins flips back while it barely touches
+    # I_pos, and on average at least half of M2's flips are won back. (Its speed is
+    # bench/method_overhead.py's figure, not a timed assert here.)
+    runs = [method.update(_ctx(ref, m1, xu, yu, seed=seed), method.resolve({})) for seed in (0, 1, 2)]
+    for run in runs:
+        info = run.info
+        assert info["scope"] == "head" and info["note"] == ""
+        assert info["n_neg"] >= 3  # the setting produces flips to win back
+        assert 0 < info["localised_total"] <= 40
+        assert info["repair_rr_before"] == 0.0 and info["repair_br_before"] == 0.0
+        assert info["repair_rr_after"] > 0  # flips won back
+        assert info["repair_br_after"] <= 0.05  # and I_pos barely touched (measured: at most 0.016)
+        assert info["best_fitness"] > info["fitness_before"]
+    assert sum(r.info["repair_rr_after"] for r in runs) / len(runs) >= 0.5
+    out, info = runs[0], runs[0].info
     # M2 itself is untouched; the repaired model differs from it only in the chosen weights.
     for k, v in ref.model.state_dict().items():
         assert torch.equal(v, before[k]), k

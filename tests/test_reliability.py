@@ -379,11 +379,6 @@ def _copy(finished, tmp_path):
     return space, tmp_path / "out"
 
 
-def _resume(space_path, out, trials):
-    space = load_space(space_path, {"search": {"trials_per_scenario": trials}})
-    return run_sweep(space, SweepOptions(out=str(out), resume=True, quiet=True))
-
-
 def _assert_rows_and_study_agree(out, before, n):
     rows = read_results(str(out))
     assert len(rows) == n
@@ -400,13 +395,24 @@ def _assert_rows_and_study_agree(out, before, n):
     return rows, told
 
 
+def _reopen(space_path, out):
+    """What `--resume` does before it runs anything: open the studies (repairing or rebuilding
+    the journal) and reconcile them with the rows. (That a resume then runs only what is
+    missing, without duplicates, is test_sigkilled_driver_resumes_... 's proof.)"""
+    from flipsearch.search.studies import StudyBook
+
+    space = load_space(space_path)
+    book = StudyBook(space, Storage.open(str(out)), space.objectives, space.constraints, space.sampler, 0)
+    return book, book.reconcile(read_results(str(out)))
+
+
 def test_lost_journal_is_rebuilt_from_the_rows(finished_sweep, tmp_path):
     space_path, out = _copy(finished_sweep, tmp_path)
     before = read_results(str(out))
     (out / "optuna.journal").unlink()
-    summary = _resume(space_path, out, 5)
-    assert summary.trials_run == 2
-    rows, told = _assert_rows_and_study_agree(out, before, 5)
+    _, done = _reopen(space_path, out)
+    assert done == {STUDY: 3}  # a resume runs the rest of the budget, no finished trial again
+    rows, told = _assert_rows_and_study_agree(out, before, 3)
     for _, r in before.iterrows():  # rebuilt under its own number, with its parameters and values
         t = told[r["trial_uid"]]
         assert t.number == r["trial_number"]
@@ -418,16 +424,16 @@ def test_lost_journal_is_rebuilt_from_the_rows(finished_sweep, tmp_path):
         assert t.values == pytest.approx([r["val_nfr"], r["val_br"]])
 
 
-def test_torn_last_journal_record_is_dropped_and_said(finished_sweep, tmp_path, capfd):
+def test_torn_last_journal_record_is_dropped_and_said(finished_sweep, tmp_path):
     space_path, out = _copy(finished_sweep, tmp_path)
     before = read_results(str(out))
     journal = out / "optuna.journal"
     journal.write_bytes(journal.read_bytes()[:-20])  # the driver died in the middle of a write
-    capfd.readouterr()
-    _resume(space_path, out, 4)
-    notes = [line for line in capfd.readouterr().err.splitlines() if "optuna.journal" in line]
-    assert len(notes) == 1 and "dropped a torn last record" in notes[0], notes
-    _assert_rows_and_study_agree(out, before, 4)
+    book, done = _reopen(space_path, out)  # run_sweep prints every note of the book, --quiet or not
+    notes = [note for note in book.notes if "optuna.journal" in note]
+    assert len(notes) == 1 and "dropped a torn last record" in notes[0], book.notes
+    assert done == {STUDY: 3}
+    _assert_rows_and_study_agree(out, before, 3)
 
 
 def test_journal_damaged_inside_is_set_aside_and_rebuilt(finished_sweep, tmp_path):

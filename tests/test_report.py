@@ -33,6 +33,7 @@ from flipsearch.results import ResultsWriter, decode_config, metric_columns, rea
 from flipsearch.search.space import load_space
 from flipsearch.storage import Storage
 
+SPACES = str(__import__("pathlib").Path(__file__).resolve().parent.parent / "search_spaces")
 OBJ = [parse_objective("accuracy_new:max"), parse_objective("nfr:min")]
 N = 500          # test samples of the hand-made rows (every rate is k / 500)
 N_VAL = 100      # validation samples
@@ -544,7 +545,16 @@ def test_three_objectives_and_bad_objectives(tmp_path):
     df = read_results(out)
     assert list(front.index) == list(pareto_front(selection_frame(df), objs).index)
     assert rep.scenarios[0].png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(rep_text(rep, tmp_path)["html"]) > 0
+    # The page plots every pair of the three objectives (validation and test panel each), and
+    # each panel's front is the three-objective front.
+    data, layout = plotly_calls(rep_text(rep, tmp_path)["html"])["plotly-front-digits__exclusive-op__small"]
+    name = lambda axis: axis["title"]["text"].split(" ")[0]  # noqa: E731
+    pairs = [(name(layout[f"xaxis{i or ''}"]), name(layout[f"yaxis{i or ''}"])) for i in (0, 2, 3, 4, 5, 6)]
+    assert sorted(pairs) == sorted([("accuracy_new", "nfr"), ("accuracy_new", "bec"), ("nfr", "bec")] * 2)
+    fronts = [t for t in data if t.get("name", "").startswith("front")]
+    assert len(fronts) == 6
+    for t in fronts:
+        assert sorted(re.search(r"trial #(\d+)", h).group(1) for h in t["hovertext"]) == ["0", "2"]
     for bad in (["accuracy_new", "nfr", "br", "bec"], ["critical_nfr:min"], ["nfr:min", "nfr:max"], ["nosuch"]):
         with pytest.raises(UsageError):
             build_report(out, objectives=bad, flips=False)
@@ -647,21 +657,21 @@ def plotly_calls(html: str) -> dict:
 
 
 def test_presets_validate_and_scale_down():
-    paper = load_space("search_spaces/paper1.yaml")
+    paper = load_space(SPACES + "/paper1.yaml")
     assert set(paper.methods) == {"ce", "bct", "neurecover"} and paper.sampler == "grid"
     assert {(s.dataset, s.arrangement, s.model) for s in paper.scenarios} == {
         (d, a, "cnn8") for d in ("cifar10", "fashion-mnist")
         for a in ("exclusive-op", "exclusive-dev", "inclusive-1-5", "inclusive-4-5")}
     upd = paper.templates["fashion-mnist__exclusive-op__cnn8"].update_recipe
     assert (upd.epochs, upd.batch_size) == (5, 128)
-    mpt = load_space("search_spaces/mpt-cifar100.yaml")
+    mpt = load_space(SPACES + "/mpt-cifar100.yaml")
     assert [(s.dataset, s.arrangement, s.model) for s in mpt.scenarios] == [("cifar100", "class-incremental", "resnet18")]
     assert mpt.methods["mpt"]["k"].grid_values() == [0, 1, 2, 4]
     assert sorted(mpt.methods["mpt"]["distance"].grid_values()) == ["kl", "lm"]
     m1, upd = next(iter(mpt.templates.values())).recipes()
     assert m1 == upd and (upd.epochs, upd.lr, upd.momentum, upd.weight_decay, upd.schedule,
                           upd.augment, upd.batch_size) == (100, 0.1, 0.9, 5e-4, "cosine", True, 128)
-    small = load_space("search_spaces/mpt-cifar100.yaml", {"scenario": {"scale": 0.05, "training": {"epochs": 2}}})
+    small = load_space(SPACES + "/mpt-cifar100.yaml", {"scenario": {"scale": 0.05, "training": {"epochs": 2}}})
     tmpl = next(iter(small.templates.values()))
     assert tmpl.scale == 0.05 and tmpl.m1_recipe.epochs == 2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import glob
+from pathlib import Path
 
 import optuna
 import pytest
@@ -11,14 +11,20 @@ from flipsearch.errors import UsageError
 from flipsearch.search.space import Dist, load_space
 
 
+SPACES = Path(__file__).resolve().parent.parent / "search_spaces"  # from any working directory
+
+
 def test_every_shipped_space_validates():
-    for path in glob.glob("search_spaces/*.yaml"):
-        if path.endswith("scenario.yaml"):
+    paths = sorted(SPACES.glob("*.yaml"))
+    names = {p.name for p in paths}
+    assert len(paths) >= 5 and {"demo.yaml", "smoke.yaml", "scenario.yaml", "paper1.yaml"} <= names, names
+    for path in paths:
+        if path.name == "scenario.yaml":
             with pytest.raises(UsageError, match="'methods' must map"):
-                load_space(path)  # the shared part alone is not a sweep
+                load_space(str(path))  # the shared part alone is not a sweep
             continue
-        space = load_space(path)
-        assert space.methods and space.scenarios and space.trials_per_scenario >= 1
+        space = load_space(str(path))
+        assert space.methods and space.scenarios and space.trials_per_scenario >= 1, path.name
 
 
 def test_include_and_multi_file_merge(tmp_path):
