@@ -99,10 +99,13 @@ def main() -> None:
                     os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
             if record:  # one trial at a time, so the trials do not overlap
                 r = rows.sort_values("started_at")
-                phases["start"].append(float(r["started_at"].min()) - t_start)
+                # the rows' timestamps are UTC datetimes: seconds since the epoch, as time.time()
+                started = [t.timestamp() for t in r["started_at"]]
+                finished = [t.timestamp() for t in r["finished_at"]]
+                phases["start"].append(min(started) - t_start)
                 phases["inside"].append(float(r["wall_seconds"].sum()))
-                phases["between"].append(float((r["started_at"].values[1:] - r["finished_at"].values[:-1]).sum()))
-                phases["end"].append(t_end - float(r["finished_at"].max()))
+                phases["between"].append(sum(s - f for s, f in zip(started[1:], finished[:-1])))
+                phases["end"].append(t_end - max(finished))
             state.setdefault("configs", configs_from_rows(rows))
             shutil.rmtree(out, ignore_errors=True)
             return wall
