@@ -44,9 +44,15 @@ def test_each_member_of_a_pack_equals_its_solo_trial(method, grid):
         alone = run_trial(cfg, store=store)
         assert member.status == alone.status == "ok" and member.epochs == alone.epochs == 2
         solo, pack = alone.model.state_dict(), member.model.state_dict()
-        # Grouped convolutions sum in another order than a plain one: float rounding, which two
-        # epochs of SGD grow to ~1e-3 in the worst weight (measured: 3e-7 for bct, 2e-3 for fd-kl).
-        assert max(float((solo[k].float() - pack[k].float()).abs().max()) for k in solo) < 5e-3
+        # Grouped convolutions sum in another order than a plain one: float rounding, ~1e-7 of the
+        # weights. Where a member's gradient norm sits at grad_clip's threshold, clipping or not
+        # turns that rounding into a step that two epochs of SGD grow. Measured with torch on one
+        # thread (tests/conftest.py, so the figures are the same on every machine): relative L2
+        # distance 2e-7 for most members, 1.1e-3 (fd lm) and 2.9e-3 (bct strict-imitation) for
+        # those at the threshold; one epoch without grad_clip: 1e-7 for every member.
+        diff = sum(float(((solo[k].float() - pack[k].float()) ** 2).sum()) for k in solo) ** 0.5
+        norm = sum(float((solo[k].float() ** 2).sum()) for k in solo) ** 0.5
+        assert diff / norm < 1e-2
         _same_metrics(member.metrics, alone.metrics, samples=1)  # validation and test
         assert member.info == alone.info
     assert store.trained == 1 + (method == "mpt")  # M1 (and phi_new) once for the pack and the solos
