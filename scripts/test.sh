@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): install everything the tests need, stop
 # with a non-zero status if any install fails, then run the whole suite with no test skipped.
-#   scripts/test.sh                 # install + every test
-#   scripts/test.sh -k report       # extra arguments go to pytest
+#   scripts/test.sh                 # install + every test: the main suite, then the bench tier
+#   scripts/test.sh -k report       # extra arguments go to pytest (the main suite only)
 #   FLIPSEARCH_TEST_NO_INSTALL=1 scripts/test.sh ...   # skip the installs (a developer's loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,4 +28,10 @@ fi
 
 # A skipped test fails the run (tests/conftest.py): nothing the README promises may go untested.
 export FLIPSEARCH_NO_SKIP=1
-exec python -m pytest -q "$@"
+status=0
+python -m pytest -q "$@" || status=$?
+if [ $# -eq 0 ]; then
+  # The second tier: each bench/ script in its --smoke mode (tests/test_bench.py).
+  python -m pytest -q -m bench || status=$?
+fi
+exit $status
