@@ -141,11 +141,20 @@ def _config(**kw):
 @click.option("--old-model", default=None, type=click.Path(), help="Your trained M1 (state_dict), instead of training one.")
 @click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here (and M1's beside it as *.m1.pt).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch's intra-op threads (default: torch's own). Float sums follow the thread count: "
+                   "a sweep row's reproduce command gives the row's, for a bitwise re-run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (config, metrics, timings).")
-def trial(method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json, **scen):
+def trial(method, model, settings, critical_classes, critical_mask, old_model, save_model, device, threads, as_json,
+          **scen):
     """Run one update trial: train M1, update it into M2 with METHOD, report every metric
     on the validation split (val_*) and the test set."""
     from .trial import run_trial
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     cfg = _config(method=method, model=model, critical_classes=_parse_classes(critical_classes),
                   critical_mask=critical_mask, old_model=old_model, device=device, **scen)

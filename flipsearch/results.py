@@ -18,6 +18,7 @@ part file of a run has the same schema: `duckdb.read_parquet('OUT/trials/*.parqu
 | `seconds_<phase>`, `wall_seconds`, `started_at`, `finished_at` | timings (timestamps in UTC) |
 | `info_json` | method facts (NeuRecover's localisation, MPT's note) as one JSON object |
 | `hostname`, `node_id`, `pid`, `gpu_ids` | where it ran |
+| `torch_version`, `threads`, `device_used`, `device_name`, `precision` | what decides its numerics (`flipsearch.numerics`): the same on the same machine means a bitwise re-run; null in runs from before they were recorded |
 
 Append-only parts make a crash lose at most the trials in flight, need no
 read-modify-write, and work the same on a local disk or an object store.
@@ -40,6 +41,7 @@ import pyarrow.parquet as pq
 
 from .config import RECIPE_KEYS, TrialConfig
 from .errors import FlipsearchError, UsageError
+from .numerics import NUMERICS_COLUMNS
 from .storage import Storage
 
 PARTS_DIR = "trials"
@@ -112,6 +114,7 @@ def _schema(hparams: tuple, kinds: tuple) -> pa.Schema:
     cols += [(f"seconds_{p}", pa.float64()) for p in PHASES]
     cols += [(f"seconds_ref_{k}", pa.float64()) for k in kinds if k != "m1"]
     cols += WHERE
+    cols += NUMERICS_COLUMNS
     return pa.schema(cols)
 
 
@@ -154,6 +157,7 @@ def encode_row(result, identity: Mapping[str, Any], where: Mapping[str, Any] | N
     row.update({f"ref_{k}": v for k, v in result.references.items()})
     row.update({f"seconds_{k}": v for k, v in result.timings.items()})
     row["info_json"] = json.dumps(result.info, default=str, sort_keys=True)
+    row.update(result.numerics)
     row.update(where or {})
     return row
 

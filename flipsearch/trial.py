@@ -48,6 +48,7 @@ class TrialResult:
     scenario: dict[str, Any] = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
     old_model: torch.nn.Module | None = field(default=None, repr=False)  # M1
+    numerics: dict[str, Any] = field(default_factory=dict)  # what decides its floats (`flipsearch.numerics`)
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class TrialResult:
         return {"status": self.status, "error": self.error, "epochs": self.epochs, "config": self.config.to_dict(),
                 "metrics": {k: _json_num(v) for k, v in self.metrics.items()},
                 "scenario": self.scenario, "references": self.references, "info": self.info,
+                "numerics": self.numerics,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
@@ -181,6 +183,12 @@ class PreparedTrial:
         result.timings["eval"] = time.perf_counter() - t
         result.timings.update({f"ref_{k}": v for k, v in self.refs.seconds.items() if k != "m1"})
 
+    def numerics(self) -> dict[str, Any]:
+        """This trial's numerics (torch version, threads, device, precision): its row's columns."""
+        from .numerics import numerics
+
+        return numerics(self.device, self.m1_recipe.amp, self.update_recipe.amp)
+
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in describe(self.scenario).items() if k not in ("per_class", "class_names")}
 
@@ -195,7 +203,7 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     method = get_method(cfg.method)
     prep = PreparedTrial(cfg, store, dataset)
     epochs = prep.update_recipe.epochs
-    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status)
+    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, numerics=prep.numerics())
     try:
         result.old_model = prep.load_m1()
 

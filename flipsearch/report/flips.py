@@ -13,8 +13,9 @@ negative flips split three ways:
 
 The page pieces are the audit's own (`flipsearch.audit.page`: the flip matrix table and the
 gallery cards), so the report and `flipsearch compare` draw flips the same way. A re-run
-whose NFR differs from the recorded row is flagged (non-deterministic kernels, a changed
-environment), never silently shown as the row's.
+whose NFR differs from the recorded row is flagged, never silently shown as the row's, with
+why it cannot be exact when the row's numerics (torch, device, precision, threads; see
+`flipsearch.numerics`) differ from the re-run's.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class FlipSide:
     audit: Any                       # flipsearch.audit.FlipAudit
     recorded_nfr: float | None       # the recorded row's NFR for this exact configuration and seed
     seconds: float
+    not_exact: list[str] = field(default_factory=list)  # why this re-run cannot equal the row bitwise
 
     @property
     def nfr(self) -> float:
@@ -86,7 +88,7 @@ class FlipComparison:
             if s is None:
                 return None
             return {"config": s.config.to_dict(), "seed": s.config.seed, "seconds": round(s.seconds, 3),
-                    "recorded_nfr": s.recorded_nfr, "reproduced": s.reproduced,
+                    "recorded_nfr": s.recorded_nfr, "reproduced": s.reproduced, "not_exact": s.not_exact,
                     "metrics": {k: (v.to_json() if hasattr(v, "to_json") else int(v))
                                 for k, v in s.audit.metrics.items()},
                     "flip_matrix": s.audit.flip_matrix.astype(int).tolist(),
@@ -98,8 +100,8 @@ class FlipComparison:
                 "only_baseline": [int(i) for i in self.only_ce], "seconds": round(self.seconds, 3)}
 
 
-def _recorded_nfr(rows: pd.DataFrame, cfg) -> float | None:
-    """The test NFR a row of `rows` recorded for exactly this configuration and seed, if one did."""
+def _recorded_row(rows: pd.DataFrame, cfg) -> pd.Series | None:
+    """The row of `rows` that recorded exactly this configuration and seed with a test NFR, if one did."""
     from ..results import decode_config
 
     ok = rows[(rows["status"] == "ok") & (rows["method"] == cfg.method) & (rows["seed"] == cfg.seed)]
@@ -110,7 +112,7 @@ def _recorded_nfr(rows: pd.DataFrame, cfg) -> float | None:
         except Exception:  # noqa: BLE001 - a row that no longer decodes is not this configuration
             same = False
         if same and pd.notna(r.get("nfr")):
-            return float(r["nfr"])
+            return r
     return None
 
 
@@ -128,15 +130,19 @@ def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset) -> FlipS
     audit = flip_audit(result.old_model, result.model, scenario.x_test, y, class_names=names,
                        critical_mask=None if mask is None else mask.cpu().numpy().astype(bool),
                        old_num_classes=scenario.num_old_classes)
-    return FlipSide(label, cfg, audit, _recorded_nfr(rows, cfg), time.perf_counter() - t0)
+    from ..numerics import rerun_differences
+
+    row = _recorded_row(rows, cfg)
+    return FlipSide(label, cfg, audit, None if row is None else float(row["nfr"]), time.perf_counter() - t0,
+                    [] if row is None else rerun_differences(row, result.numerics))
 
 
 def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
                   limit: int = GALLERY_LIMIT, threads: int = 1) -> FlipComparison:
     """Re-run the recommendation `point` (a row of the scenario) and the ce baseline at its
     seed, audit both against their M1 on the test set. `threads`: torch's intra-op threads
-    for the re-runs, as a sweep trial had (its CPUs per trial; float sums depend on the
-    thread count, so another count can change a result). Any failure is kept as `error`
+    for the re-runs when the row does not record its own (float sums depend on the thread
+    count, so another count can change a result). Any failure is kept as `error`
     (the report then says why the section is missing) rather than raised."""
     import torch
 
@@ -150,7 +156,9 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     cmp = FlipComparison(key)
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(max(1, int(threads)))
+        from ..numerics import threads_of
+
+        torch.set_num_threads(max(1, threads_of(point) or int(threads)))
         cfg = decode_config(point)
         if cfg.device != "auto":
             cfg = cfg.replace(device="auto")
@@ -211,7 +219,8 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
         elif s.reproduced:
             repro = "reproduces the recorded row"
         else:
-            repro = f"differs from the recorded row (recorded NFR {s.recorded_nfr * 100:.2f} %)"
+            repro = f"differs from the recorded row (recorded NFR {s.recorded_nfr * 100:.2f} %" + (
+                f"; cannot be exact: {'; '.join(s.not_exact)})" if s.not_exact else ")")
         return (f"<p><b>{escape(s.label)}</b>: <code>{escape(s.config.method)}</code> "
                 f"{escape(_hp_text(s.config.hparams))}, seed {s.config.seed} — NFR "
                 f"{escape(format_metric('nfr', m['nfr']))}, BR {escape(format_metric('br', m['br']))}, "

@@ -456,10 +456,11 @@ def _flips_blocks(report: "Report", s: "ScenarioReport") -> list:
                      f"{f.only_ce.size} only by ce (saved). The images are in index.html.")]
     for side in (f.rec, f.ce):
         if side is not None and side.reproduced is False:
+            why = (f"it cannot be exact here ({'; '.join(side.not_exact)})" if side.not_exact else
+                   "the row records the same torch, device, precision and threads as this re-run, so this is "
+                   "a reproducibility defect worth reporting")
             summary.append(P(f"Note: the re-run {side.label} has NFR {side.nfr * 100:.2f} % where its recorded row has "
-                             f"{side.recorded_nfr * 100:.2f} %: the re-run is not bit-identical to the sweep's trial "
-                             "(another machine, library version or thread count changes float sums, and training "
-                             "amplifies them), so these flips are of the re-run models."))
+                             f"{side.recorded_nfr * 100:.2f} %: {why}; these flips are of the re-run models."))
     return [head, lead, Raw(flips_html(f, esc), summary, summary)]
 
 

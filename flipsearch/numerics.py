@@ -1,0 +1,90 @@
+"""What decides a trial's numerics, recorded with its row, and whether a re-run can be exact.
+
+A trial's weights are a pure function of its configuration *and* of where its floats were
+summed: the torch version (kernels change between releases), the device (CPU, which GPU),
+the intra-op thread count (a reduction split over more threads rounds differently), and the
+precision (AMP). The data itself does not depend on any of these (`data._base.level_tables`).
+Same configuration and same `numerics()` on the same machine give bitwise-equal M1 and M2
+(docs/METHODS.md, "Exact re-runs"); `rerun_differences` says which of them a re-run here
+would change, so a report or a card can say why a re-run cannot be exact instead of
+flagging a bare mismatch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import pyarrow as pa
+
+# The row's numerics columns (results.row_schema declares them; old runs lack them).
+NUMERICS_COLUMNS = [("torch_version", pa.string()), ("threads", pa.int64()), ("device_used", pa.string()),
+                    ("device_name", pa.string()), ("precision", pa.string())]
+
+
+def device_name(device) -> str:
+    """The accelerator's model name for a CUDA device, else the CPU architecture."""
+    import platform
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.machine() or device.type
+
+
+def precision(device, m1_amp: bool, update_amp: bool) -> str:
+    """`float32`, or where mixed precision ran (AMP is CUDA-only: ignored elsewhere)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return "float32"
+    return {(False, False): "float32", (True, True): "amp", (True, False): "amp-m1",
+            (False, True): "amp-update"}[(bool(m1_amp), bool(update_amp))]
+
+
+def numerics(device, m1_amp: bool = False, update_amp: bool = False) -> dict[str, Any]:
+    """This process's numerics for a trial on `device`: the row's `NUMERICS_COLUMNS`."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return {"torch_version": torch.__version__, "threads": int(torch.get_num_threads()),
+            "device_used": str(device), "device_name": device_name(device),
+            "precision": precision(device, m1_amp, update_amp)}
+
+
+def _cell(row: Mapping[str, Any], key: str) -> Any:
+    from .results import is_missing
+
+    v = row.get(key) if hasattr(row, "get") else None
+    return None if v is None or is_missing(v) else (v.item() if hasattr(v, "item") else v)
+
+
+def rerun_differences(row: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    """Why a re-run with numerics `here` cannot reproduce `row` bitwise: one phrase per
+    difference (empty: it can). A row from before these columns were recorded says so;
+    a pack member (trained with K others in one step) matches a solo run only within
+    float rounding."""
+    reasons = []
+    if _cell(row, "torch_version") is None:
+        reasons.append("the row does not record its numerics (a run from an older flipsearch)")
+    else:
+        for key, what in (("torch_version", "torch"), ("device_name", "device"), ("device_used", "device"),
+                          ("precision", "precision"), ("threads", "threads")):
+            old, new = _cell(row, key), here.get(key)
+            if old is not None and new is not None and str(old) != str(new):
+                if what == "device" and any(r.startswith("device ") for r in reasons):
+                    continue
+                reasons.append(f"{what} {old} in the row, {new} here")
+    pack = _cell(row, "pack_size")
+    if pack is not None and int(pack) > 1:
+        reasons.append(f"the row was trained in a pack of {int(pack)} (equal to a solo run within float rounding)")
+    return reasons
+
+
+def threads_of(row: Mapping[str, Any]) -> int | None:
+    """The intra-op thread count a row was trained with, when it records one."""
+    v = _cell(row, "threads")
+    return int(v) if v is not None else None
