@@ -71,12 +71,16 @@ def rerun_differences(row: Mapping[str, Any], here: Mapping[str, Any]) -> list[s
     if _cell(row, "torch_version") is None:
         reasons.append("the row does not record its numerics (a run from an older flipsearch)")
     else:
-        for key, what in (("torch_version", "torch"), ("device_name", "device"), ("device_used", "device"),
-                          ("precision", "precision"), ("threads", "threads")):
-            old, new = _cell(row, key), here.get(key)
-            if old is not None and new is not None and str(old) != str(new):
-                if what == "device" and any(r.startswith("device ") for r in reasons):
-                    continue
+        kind = lambda d: None if d is None else str(d).split(":")[0]  # noqa: E731 - cuda:1 and cuda:0 alike
+        pairs = [("torch", _cell(row, "torch_version"), here.get("torch_version")),
+                 ("device", kind(_cell(row, "device_used")), kind(here.get("device_used"))),
+                 ("device", _cell(row, "device_name"), here.get("device_name")),
+                 ("precision", _cell(row, "precision"), here.get("precision")),
+                 ("threads", _cell(row, "threads"), here.get("threads"))]
+        for what, old, new in pairs:
+            if old is None or new is None or str(old) == str(new):
+                continue
+            if not (what == "device" and any(r.startswith("device ") for r in reasons)):
                 reasons.append(f"{what} {old} in the row, {new} here")
     pack = _cell(row, "pack_size")
     if pack is not None and int(pack) > 1:

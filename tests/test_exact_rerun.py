@@ -75,6 +75,20 @@ def test_loading_with_one_or_two_threads_gives_identical_tensors(fashion, tmp_pa
     assert _hashes(1, spec) == _hashes(2, spec)
 
 
+def test_rerun_differences_say_why_a_rerun_cannot_be_exact():
+    from flipsearch.numerics import numerics, rerun_differences
+
+    here = numerics("cpu")
+    assert here["threads"] == torch.get_num_threads() and here["precision"] == "float32"
+    assert rerun_differences(dict(here, pack_size=1), here) == []
+    other = dict(here, torch_version="1.0.0", device_used="cuda:1", device_name="NVIDIA H100", threads=99)
+    reasons = rerun_differences(other, here)
+    assert reasons == ["torch 1.0.0 in the row, " + torch.__version__ + " here", "device cuda in the row, cpu here",
+                       f"threads 99 in the row, {here['threads']} here"]
+    assert "older flipsearch" in rerun_differences({"nfr": 0.1}, here)[0]
+    assert "pack of 3" in rerun_differences(dict(here, pack_size=3), here)[0]
+
+
 SPACE = """
 name: exact
 scenario:
