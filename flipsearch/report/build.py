@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .._pareto import dominates_by_name
 from ..errors import UsageError
 from ..metrics import is_known_metric
 from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constraint, parse_objective
@@ -395,18 +396,6 @@ def _scenario(key: str, rows: pd.DataFrame, objectives, constraints, searched, c
                           stats_of(rec_runs, reported), opt, cost_table(rows[~is_replicate(rows)]), plot, notes)
 
 
-def _dominates(a: dict[str, float], b: dict[str, float], objectives) -> bool:
-    better = False
-    for o in objectives:
-        x, y = a.get(o.metric, math.nan), b.get(o.metric, math.nan)
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return False
-        if (x < y) if o.direction == "max" else (x > y):
-            return False
-        better |= x != y
-    return better
-
-
 def _mark_noise(points: list[FrontPoint], baseline: Baseline | None, objectives) -> None:
     """Per front point: the points (and the ce baseline) whose seed mean dominates its seed
     mean on test, split into those whose 95 % intervals overlap it in every objective
@@ -420,7 +409,7 @@ def _mark_noise(points: list[FrontPoint], baseline: Baseline | None, objectives)
             if label == p.label:
                 continue
             theirs = {o.metric: stats[o.metric].mean for o in objectives if o.metric in stats}
-            if not _dominates(theirs, mine, objectives):
+            if not dominates_by_name(theirs, mine, {o.metric: o.direction for o in objectives}):
                 continue
             spread = all(o.metric in stats and stats[o.metric].has_spread and p.stats[o.metric].has_spread
                          for o in objectives)

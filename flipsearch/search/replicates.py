@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from ray.tune.search import Searcher
 
+from .._pareto import pareto_mask
 from ..objectives import selection_view
 from ..results import ResultsWriter, decode_config, new_trial_uid, read_results
 from ..storage import Storage
@@ -36,8 +37,6 @@ def replicate_seeds(space: SearchSpace) -> list[int]:
 
 def front_rows(space: SearchSpace, rows: pd.DataFrame) -> pd.DataFrame:
     """The feasible non-dominated search trials of one study, on validation metrics."""
-    from ..report.pareto import pareto_mask
-
     ok = rows[(rows["status"] == "ok")]
     if not len(ok):
         return ok

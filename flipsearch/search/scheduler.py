@@ -12,7 +12,7 @@ Ranking at a rung (`pareto_order`), best first:
    objectives, directions respected; then infeasible ones by total violation, smaller first,
    each group of equal violation sorted like the feasible ones (Optuna's constrained
    ordering, `optuna.study._multi_objective._fast_non_domination_rank`);
-2. within a front, the ε-net order of Schmucker et al.: objectives scaled to [0, 1] over the
+2. within a front, the ε-net order of Schmucker et al. (`flipsearch._pareto.eps_net_order`): objectives scaled to [0, 1] over the
    front, the seed is the best point in the first objective, then greedily the point
    farthest from those already taken. Chosen over crowding distance because it is a total
    order (crowding gives every boundary point inf and every duplicate 0, so ties are the
@@ -74,7 +74,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from ..errors import UsageError
 from ..objectives import Constraint, Objective
-from ..report.pareto import pareto_mask
+from .._pareto import eps_net_order, fronts, signs
 from .pack_stops import MEMBERS
 
 CONTINUE, STOP = "continue", "stop"
@@ -106,45 +106,9 @@ def rung_ladder(grace_period: float, reduction_factor: float, max_t: float) -> t
     return tuple(rungs)
 
 
-def _signs(directions: Sequence[str]) -> np.ndarray:
-    bad = [d for d in directions if d not in ("max", "min")]
-    if bad or not directions:
-        raise ValueError(f"directions must be a non-empty list of 'max'/'min', got {list(directions)!r}")
-    return np.array([-1.0 if d == "max" else 1.0 for d in directions])
-
-
-def _eps_net(w: np.ndarray, idx: list[int], prefer: int | None) -> list[int]:
-    """ε-net order of the points `w[idx]` (minimisation form, all finite, one front)."""
-    if len(idx) <= 1:
-        return list(idx)
-    pts = w[idx]
-    lo, span = pts.min(axis=0), np.ptp(pts, axis=0)
-    z = (pts - lo) / np.where(span > 0, span, 1.0)
-
-    def tie_key(j: int) -> tuple:  # after the geometric criterion: values, the newcomer, arrival
-        return (*z[j], idx[j] != prefer, idx[j])
-
-    first = min(range(len(idx)), key=tie_key)
-    order = [first]
-    dist = np.linalg.norm(z - z[first], axis=1)
-    left = set(range(len(idx))) - {first}
-    while left:
-        best = min(left, key=lambda j: (-dist[j], *tie_key(j)))
-        order.append(best)
-        left.remove(best)
-        dist = np.minimum(dist, np.linalg.norm(z - z[best], axis=1))
-    return [idx[j] for j in order]
-
-
 def _fronts_then_eps(w: np.ndarray, idx: list[int], prefer: int | None) -> list[int]:
-    """Non-dominated fronts of `w[idx]`, best first, each in ε-net order."""
-    out, remaining = [], list(idx)
-    k = w.shape[1]
-    while remaining:
-        on = pareto_mask(w[remaining], ["min"] * k)
-        out += _eps_net(w, [i for i, f in zip(remaining, on) if f], prefer)
-        remaining = [i for i, f in zip(remaining, on) if not f]
-    return out
+    """Non-dominated fronts of `w[idx]` (minimisation form), best first, each in ε-net order."""
+    return [i for front in fronts(w, ["min"] * w.shape[1], idx) for i in eps_net_order(w, front, prefer)]
 
 
 def pareto_order(values, directions: Sequence[str], violations=None, prefer: int | None = None) -> list[int]:
@@ -161,7 +125,7 @@ def pareto_order(values, directions: Sequence[str], violations=None, prefer: int
         raise ValueError(f"values must be a 2-D array [n, k], got shape {v.shape}")
     if v.shape[1] != len(directions):
         raise ValueError(f"{len(directions)} directions given for {v.shape[1]} objectives")
-    w = v * _signs(directions)
+    w = v * signs(directions)
     viol = np.zeros(len(v)) if violations is None else np.asarray(violations, dtype=float)
     viol = np.where(np.isnan(viol), np.inf, viol)
     finite = np.isfinite(w).all(axis=1)
@@ -193,7 +157,7 @@ class ParetoRungs:
 
     def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
                  reduction_factor: float = 3):
-        _signs(directions)
+        signs(directions)
         self.directions = tuple(directions)
         self.max_t, self.grace_period, self.reduction_factor = max_t, grace_period, reduction_factor
         self.rungs = rung_ladder(grace_period, reduction_factor, max_t)
