@@ -40,11 +40,13 @@ import pyarrow.parquet as pq
 
 from .config import RECIPE_KEYS, TrialConfig
 from .errors import FlipsearchError, UsageError
+from .objectives import SELECTION_PREFIX
+from .rundir import RunDir
 from .storage import Storage
 
-PARTS_DIR = "trials"
+PARTS_DIR = RunDir.TRIALS
 STATUSES = ("ok", "failed", "diverged", "stopped")
-VAL_PREFIX = "val_"
+VAL_PREFIX = SELECTION_PREFIX
 
 _ARROW = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 IDENTITY = [("run_id", pa.string()), ("study", pa.string()), ("trial_number", pa.int64()),

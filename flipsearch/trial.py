@@ -24,10 +24,11 @@ from .errors import DivergedError, UsageError
 from .methods import UpdateContext, get_method
 from .metrics import compute_metrics
 from .models import build_model, expand_outputs
+from .objectives import SELECTION_PREFIX
 from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
 from .train import pick_device, predict_logits
 
-VAL_PREFIX = "val_"
+VAL_PREFIX = SELECTION_PREFIX
 # epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
 EpochReport = Callable[[int, dict[str, float], float], bool]
 

@@ -11,7 +11,8 @@ spread (`stats`), the `ce` baseline and noise floor (`baselines`), the optimism 
 PNG, `interactive` plotly) and the renderers (`render`, `html`).
 """
 
-from .build import Report, build_report
+from .build import build_report
+from .export import Report
 from .configs import aggregate_seeds
 from .pareto import (
     binding_constraints,

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..rundir import RunDir
 from ..storage import Storage
 
-SCHEDULER_FILE = "scheduler.json"
+SCHEDULER_FILE = RunDir.SCHEDULER
 
 
 @dataclass
@@ -94,10 +94,9 @@ def _k(r: float) -> str:
 
 
 def read_scheduler_state(out: Storage) -> dict | None:
-    if not out.exists(SCHEDULER_FILE):
-        return None
+    """The sweep's scheduler.json (None when it ran FIFO); unreadable JSON is a one-line UsageError."""
     try:
-        return json.loads(out.read_bytes(SCHEDULER_FILE))
+        return RunDir(out).read_scheduler_state()
     except (ValueError, OSError) as e:
         raise UsageError(f"{out.uri}/{SCHEDULER_FILE} is not valid JSON ({e}); move it away to report "
                          "without the early-stopping section's rung counts") from None
@@ -147,7 +146,7 @@ def early_stopping(search_rows: pd.DataFrame, state: dict | None, scenario_keys:
     core = (state or {}).get("core", state or {})
     settings = {k: core.get(k) for k in ("max_t", "grace_period", "reduction_factor", "rungs") if k in core}
     run, full = _budget(search_rows)
-    es = EarlyStopping("scheduler.json" if state is not None else "rows", settings, run, full,
+    es = EarlyStopping(SCHEDULER_FILE if state is not None else "rows", settings, run, full,
                        _rungs_from_state(state, None) if state is not None else _rungs_from_rows(search_rows))
     for key in dict.fromkeys(scenario_keys):
         rows = search_rows[scenario_keys == key]

@@ -143,7 +143,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     from ..audit import pixel_range, thumbnail_png, to_pixels
     from ..references import ReferenceStore
     from ..results import decode_config
-    from ..storage import Storage
+    from ..rundir import RunDir
     from ..trial import load_data, load_scenario
 
     t0 = time.perf_counter()
@@ -154,7 +154,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
         cfg = decode_config(point)
         if cfg.device != "auto":
             cfg = cfg.replace(device="auto")
-        store = ReferenceStore(Storage.open(out_uri).sub("references"))
+        store = ReferenceStore(RunDir(out_uri).sub(RunDir.REFERENCES))
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
         rec_is_ce = cfg.method == BASELINE_METHOD and is_default_ce(point)

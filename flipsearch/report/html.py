@@ -14,14 +14,14 @@ in three columns.
 from __future__ import annotations
 
 import base64
-import html
 import math
 from typing import TYPE_CHECKING
 
+from ._format import esc
 from .render import B, C, Cell, Code, Figure, GroupRow, Heading, Link, Para, Raw, Section, Table, document
 
 if TYPE_CHECKING:
-    from .build import Report
+    from .model import ReportData as Report
 
 _CSS = """
 body { max-width: 80rem; }
@@ -88,10 +88,6 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
   });
 });
 """
-
-
-def esc(text) -> str:
-    return html.escape(str(text))
 
 
 def _inline(parts) -> str:

@@ -25,7 +25,8 @@ from .configs import searched_or_changed
 from .tables import COUNTS, HIGH, LOW, VAL, table_metrics
 
 if TYPE_CHECKING:
-    from .build import FrontPoint, Report, ScenarioReport
+    from .model import FrontPoint, ScenarioReport
+    from .model import ReportData as Report
 
 
 # ------------------------------------------------------------------------- the model
@@ -438,7 +439,7 @@ def _flips_blocks(report: "Report", s: "ScenarioReport") -> list:
         why = ("skipped (--no-flips)" if not report.flips_requested else "no recommendation to re-run")
         return [head, P(f"Flip comparison {why}.")]
     from .flips import flips_html
-    from .html import esc
+    from ._format import esc
 
     if f.error or f.rec is None:
         text = [P(f"No flip comparison: {f.error}.")]

@@ -105,7 +105,7 @@ def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets
     from ray import tune
 
     from ..trial import load_data
-    from .sweep import tune_run_config, tune_trainable
+    from ._tuner import tune_run_config, tune_trainable
     from .trainable import dataset_key
 
     tasks = plan(space, read_results(out))

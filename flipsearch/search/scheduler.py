@@ -73,7 +73,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from ..errors import UsageError
-from ..objectives import Constraint, Objective
+from ..objectives import SELECTION_PREFIX, Constraint, Objective
 from .._pareto import eps_net_order, fronts, signs
 from .pack_stops import MEMBERS
 
@@ -275,7 +275,7 @@ class MOASHAScheduler(TrialScheduler):
 
     def __init__(self, objectives: Iterable[Objective], constraints: Iterable[Constraint] = (), *,
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
-                 reduction_factor: float = 3, key_prefix: str = "val_"):
+                 reduction_factor: float = 3, key_prefix: str = SELECTION_PREFIX):
         super().__init__()
         self.objectives = tuple(objectives)
         self.constraints = tuple(constraints)

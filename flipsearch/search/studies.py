@@ -28,10 +28,11 @@ from optuna.trial import TrialState
 
 from ..objectives import Constraint, Objective, selection_view
 from ..results import is_missing
+from ..rundir import RunDir
 from ..storage import Storage
 from .space import SearchSpace
 
-JOURNAL = "optuna.journal"
+JOURNAL = RunDir.JOURNAL
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 

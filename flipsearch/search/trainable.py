@@ -20,10 +20,12 @@ import socket
 import time
 from typing import Any
 
+from .._json import jsonable
 from ..references import ReferenceStore
+from ..rundir import RunDir
 from ..storage import Storage
 
-REFS_DIR = "references"
+REFS_DIR = RunDir.REFERENCES
 _STORES: dict[tuple[str, str], ReferenceStore] = {}
 
 
@@ -103,7 +105,7 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
         epochs = result.epochs or epochs
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
         row = failed_row(cfg, ident, one_line(e), where=_where(t0), fallback=_raw_cells(config["config"]))
-    final = {"epoch": epochs, "row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"}
+    final = {"epoch": epochs, "row_json": json.dumps(row, default=jsonable), "status_ok": row["status"] == "ok"}
     final.update({k: v for k, v in row.items() if k.startswith(VAL_PREFIX)})
     tune.report(final)
 
@@ -139,7 +141,7 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
         rows = [failed_row(cfgs[k] if k < len(cfgs) else None, i, one_line(e), where=_where(t0),
                            fallback=_raw_cells(members[k]["config"])) for k, i in enumerate(idents)]
     epochs = max(int(r.get("epochs") or 0) for r in rows)
-    tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=_jsonable)})
+    tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=jsonable)})
 
 
 def _where(t0: float) -> dict[str, Any]:
@@ -195,11 +197,3 @@ def _node_id() -> str:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside Ray
         return ""
-
-
-def _jsonable(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return str(v)
