@@ -365,7 +365,8 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
     Writes index.html (self-contained), summary.md, front.parquet, trials.csv and PNG plots to --out.
     Fronts are chosen on validation metrics and reported on test.
     """
-    from .report.build import build_report, default_report_dir
+    from .api import build_report
+    from .api import report_dir as where
     from .report.render import render_terminal
 
     show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
@@ -374,9 +375,10 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
         if show:
             click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
 
+    target = where(sweep_dir, report_dir)                    # an --out that is a file: refused before any work
     rep = build_report(sweep_dir, objectives or None, constraints or None, progress=progress, flips=not no_flips)
     progress("writing index.html, summary.md and the plots", 1, 1)
-    written = rep.write(report_dir or default_report_dir(sweep_dir))
+    written = rep.write(target)
     if output_format == "json":
         click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
     else:

@@ -88,6 +88,10 @@ class SweepRecord:
             if key in values and values[key] is not None and not isinstance(values[key], kind):
                 raise UsageError(f"{where}: {key!r} should be a {kind.__name__}, found "
                                  f"{type(values[key]).__name__} {str(values[key])[:40]!r}; the file is damaged")
+        for key in ("objectives", "constraints", "scenarios"):
+            bad = [x for x in values.get(key) or () if not isinstance(x, str)]
+            if bad:
+                raise UsageError(f"{where}: {key!r} should list strings, found {bad[0]!r}; the file is damaged")
         if values.get("cpus_per_trial") is None and isinstance(data.get("search"), dict):
             values["cpus_per_trial"] = data["search"].get("cpus_per_trial")  # an early layout
         cpus = values.get("cpus_per_trial")

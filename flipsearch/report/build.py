@@ -108,8 +108,10 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     cons = [parse_constraint(c) for c in (constraints if constraints else record.constraints)]
     if "status" not in df.columns:
         df = df.assign(status="ok")
-    if "method" not in df.columns:
-        raise UsageError(f"{storage.uri}: the result rows have no 'method' column; is this a flipsearch sweep?")
+    lacking = [c for c in ("method", "seed") if c not in df.columns]
+    if lacking:
+        raise UsageError(f"{storage.uri}: the result rows have no {', '.join(map(repr, lacking))} column; "
+                         "is this a flipsearch sweep, or were its rows edited?")
     _check_columns(df, objs, cons)
     reported = [m for m in dict.fromkeys([o.metric for o in objs] + [c.metric for c in cons] + list(REPORTED))
                 if m in df.columns]

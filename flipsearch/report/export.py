@@ -18,6 +18,7 @@ import pandas as pd
 
 from .._json import jsonable
 from ..rundir import RunDir
+from ..errors import UsageError
 from ..storage import Storage
 from ._format import counts_text, rate_of
 from .configs import hparams_of
@@ -27,7 +28,7 @@ from .render import render_markdown
 from .stats import Stat
 from .tables import COUNTS, HIGH, LOW, VAL, table_metrics
 
-__all__ = ["Report", "ROWS_FILE", "default_report_dir", "metric_json"]
+__all__ = ["Report", "ROWS_FILE", "check_report_dir", "default_report_dir", "metric_json"]
 
 ROWS_FILE = "trials.csv"
 
@@ -166,6 +167,18 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
     return buf.getvalue()
+
+
+def check_report_dir(report_dir: str) -> str:
+    """`report_dir` (a path or URI) if a report can be written there; a one-line `UsageError`
+    when it is an existing file (checked before any work, so nothing is written)."""
+    storage = Storage.open(report_dir)
+    if storage.is_local:
+        import os
+
+        if os.path.exists(storage.root) and not os.path.isdir(storage.root):
+            raise UsageError(f"--out {storage.uri} is an existing file, not a directory; choose a directory")
+    return storage.uri
 
 
 def default_report_dir(out: str) -> str:

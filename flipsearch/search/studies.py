@@ -59,6 +59,7 @@ class StudyBook:
             elif os.path.exists(self.journal_path):
                 os.remove(self.journal_path)
         out.makedirs()
+        self._journal_missing = not os.path.exists(self.journal_path)  # lost (or a new sweep)
         self._fresh: set[str] = set()  # studies created now (a grid is enqueued after reconcile)
         note = repair_journal(self.journal_path, out.child_uri(JOURNAL))
         if note:
@@ -113,6 +114,7 @@ class StudyBook:
         if len(rows) and "replicate_of" in rows:
             searched = rows[rows["replicate_of"].isna()]
         done: dict[str, int] = {}
+        rebuilt = 0
         for name, study in self.studies.items():
             mine = searched[searched["study"] == name] if len(searched) and "study" in searched else searched.iloc[0:0]
             records = sorted(mine.to_dict("records"), key=lambda r: int(r["trial_number"]))
@@ -150,9 +152,13 @@ class StudyBook:
                         user_attrs={"status": "lost", "placeholder": "a trial lost in flight; its number stays taken"}))
                 self.record(name, r)
                 held.add(str(r.get("trial_uid")))
+                rebuilt += 1
             done[name] = len(records)
             if name in self._fresh and self.space.sampler == "grid":
                 self._enqueue_grid(study, records)
+        if self._journal_missing and rebuilt:
+            self.notes.append(f"the Optuna journal {self.out.child_uri(JOURNAL)} was missing; rebuilt it from "
+                              f"{rebuilt} result row{'s' if rebuilt != 1 else ''}")
         self.sync()
         return done
 

@@ -237,9 +237,9 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
             existing = read_results(out, required=False)  # what landed before we held the lock
             RunDir(out).write_record(_space_record(space))
             book = StudyBook(space, out, space.objectives, space.constraints, space.sampler, space.search_seed)
+            done = book.reconcile(existing)
             for note in book.notes:  # a repaired or rebuilt journal: always said, even with --quiet
                 print(f"[flipsearch] {note}", file=sys.stderr, flush=True)
-            done = book.reconcile(existing)
             remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
             total = sum(remaining.values())
