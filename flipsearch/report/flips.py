@@ -199,7 +199,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
     """The scenario's flip section: both flip matrices side by side, then the three
     galleries (both break / only the recommendation / only ce)."""
     from ..audit.core import format_metric
-    from ..audit.page import _cards, _flip_matrix
+    from ..audit.page import flip_cards, flip_matrix_html
 
     if cmp.error or cmp.rec is None:
         return f"<p class=\"note\">No flip comparison: {escape(cmp.error or 'nothing to compare')}.</p>"
@@ -220,10 +220,10 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
 
     sides = [cmp.rec] + ([cmp.ce] if cmp.ce else [])
     cols = "".join(f"<div class=\"flipcol\">{head(s)}<h4>true class × its M2's prediction</h4>"
-                   f"{_flip_matrix(s.audit)}</div>" for s in sides)
+                   f"{flip_matrix_html(s.audit)}</div>" for s in sides)
     out = [f"<div class=\"flipcols\">{cols}</div>"]
     if cmp.ce is None:
-        html, n = _cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
         out.append("<p class=\"note\">The recommendation is the ce baseline itself: there is nothing to tell apart."
                    f"</p><h4>Its negative flips ({n})</h4>{html}")
         return "\n".join(out)
@@ -235,7 +235,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
               "what plain retraining breaks and this update keeps (M2 = ce)")]
     gal = []
     for slug, title, samples, audit, note in parts:
-        html, n = _cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
         gal.append(f"<div class=\"flipset\" id=\"flips-{escape(cmp.scenario)}-{slug}\"><h4>{escape(title)} ({n})</h4>"
                    f"<p class=\"note\">{escape(note)}</p>{html}</div>")
     out.append(f"<div class=\"flipsets\">{''.join(gal)}</div>")

@@ -285,7 +285,6 @@ class MOASHAScheduler(TrialScheduler):
         self.keys = tuple(key_prefix + o.metric for o in self.objectives)
         self.core = ParetoRungs([o.direction for o in self.objectives], max_t=max_t,
                                 grace_period=grace_period, reduction_factor=reduction_factor)
-        self._live: set[str] = set()
         # Packs (pack_stops.py): publish(ray trial id, epoch, member uids stopped there)
         self.publish_member_stops: Callable[[str, float, list[str]], None] | None = None
 
@@ -344,7 +343,7 @@ class MOASHAScheduler(TrialScheduler):
         return True
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
-        self._live.add(trial.trial_id)
+        """Nothing to do: a trial enters the rungs with its first result."""
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if MEMBERS in result:
@@ -373,13 +372,12 @@ class MOASHAScheduler(TrialScheduler):
         obs = self._observation(result) if result else None
         if obs is not None:
             self.core.on_result(trial.trial_id, *obs, final=True)
-        self._live.discard(trial.trial_id)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
-        self._live.discard(trial.trial_id)
+        """Nothing to do: a failed trial keeps what it recorded at its rungs."""
 
     def on_trial_remove(self, tune_controller, trial: Trial) -> None:
-        self._live.discard(trial.trial_id)
+        """Nothing to do: a removed trial keeps what it recorded at its rungs."""
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         for status in (Trial.PENDING, Trial.PAUSED):

@@ -84,7 +84,7 @@ class StudyBook:
         return optuna.samplers.RandomSampler(seed=seed)  # random, and grid (points are enqueued)
 
     def _open(self, name: str, sampler: str, seed: int) -> optuna.Study:
-        directions = ["maximize" if o.direction == "max" else "minimize" for o in self.objectives]
+        directions = [o.optuna_direction for o in self.objectives]
         existed = name in {s.study_name for s in self.storage.get_all_studies()}
         study = optuna.create_study(storage=self.storage, study_name=name, directions=directions,
                                     sampler=self._sampler(sampler, seed), load_if_exists=True)
