@@ -359,7 +359,10 @@ def _resume_command(space_files, out) -> str:
 @click.option("--no-flips", is_flag=True,
               help="Skip re-running each scenario's recommendation and ce baseline for the flip comparison "
                    "(two trials per scenario; seconds each on digits).")
-def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips):
+@click.option("--counts", is_flag=True,
+              help="Print the counts and intervals under each value too (summary.md and index.html always have "
+                   "them); tables wider than the terminal are stacked, one row after the other.")
+def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips, counts):
     """Pareto fronts, the method x arrangement table, plots and a recommendation for the sweep in OUT.
 
     Writes index.html (self-contained), summary.md, front.parquet, trials.csv and PNG plots to --out.
@@ -367,7 +370,7 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
     """
     from .api import build_report
     from .api import report_dir as where
-    from .report.render import render_terminal
+    from .report.terminal import render_terminal
 
     show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
 
@@ -382,7 +385,7 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
     if output_format == "json":
         click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
     else:
-        click.echo(render_terminal(rep), nl=False)
+        click.echo(render_terminal(rep, counts=counts), nl=False)
         click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, trials.csv, "
                    f"{len(written) - 4} plots)")
 

@@ -94,6 +94,7 @@ def _reference_kinds() -> list[str]:
 
 
 def metric_columns(prefix: str = "") -> list[str]:
+    """Every metric column a row may have (old-classes and critical variants included), each with `prefix`."""
     from .metrics import metric_names
 
     return [prefix + m for m in metric_names(old_classes=True, critical=True)]
@@ -186,6 +187,7 @@ def failed_row(config: TrialConfig | None, identity: Mapping[str, Any], error: s
 
 
 def new_trial_uid() -> str:
+    """A fresh, random trial uid (hex)."""
     return uuid.uuid4().hex
 
 
@@ -225,6 +227,8 @@ def to_table(rows: list[Mapping[str, Any]], schema: pa.Schema | None = None) -> 
 
 
 class ResultsWriter:
+    """Writes a sweep's rows under OUT/trials, one Parquet file per row (atomic, never rewritten)."""
+
     def __init__(self, out: Storage):
         self.out = out
         out.makedirs(PARTS_DIR)

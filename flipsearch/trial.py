@@ -71,6 +71,8 @@ def load_data(cfg: TrialConfig) -> Dataset:
 
 
 def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
+    """The trial's scenario (D_train, D_update, validation and test splits): an explicit one, or the
+    arrangement of `dataset` (loaded when not given)."""
     if cfg.explicit:
         return explicit_scenario(*cfg.explicit, val_path=cfg.val_path, val_fraction=cfg.val_fraction)
     if dataset is None:
@@ -79,6 +81,8 @@ def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
 
 
 def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor | None:
+    """The bool mask over the test set of the samples that must not flip (from `critical_mask` or
+    `critical_classes`), or None."""
     if cfg.critical_mask:
         import numpy as np
 

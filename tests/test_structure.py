@@ -96,3 +96,33 @@ def test_search_does_not_import_report():
     bad = {m: sorted(t for t in ts if t.startswith("flipsearch.report"))
            for m, ts in graph.items() if m.startswith("flipsearch.search")}
     assert {m: ts for m, ts in bad.items() if ts} == {}
+
+
+def missing_docstrings() -> list[str]:
+    """Public top-level functions and classes (and public methods of public classes) of
+    the package without a docstring."""
+    out = []
+    for name, path in _modules().items():
+        if any(part.startswith("_") and part != "__init__" for part in path.relative_to(PKG).with_suffix("").parts):
+            continue                                            # a private module: its names are not public
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                if ast.get_docstring(node) is None:
+                    out.append(f"{name}.{node.name}")
+    return out
+
+
+def test_every_public_name_has_a_docstring():
+    assert missing_docstrings() == []
+
+
+def test_each_package_says_what_it_exports():
+    import importlib
+
+    for name, path in _modules().items():
+        if path.name != "__init__.py":
+            continue
+        pkg = importlib.import_module(name)
+        assert pkg.__doc__ and isinstance(getattr(pkg, "__all__", None), list), name
+        for public in pkg.__all__:
+            assert getattr(pkg, public) is not None, f"{name}.{public}"

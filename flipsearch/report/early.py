@@ -46,6 +46,8 @@ class ConvergenceCurve:
 
 
 def convergence(ordered_search_rows: pd.DataFrame, hv_history: list[float]) -> ConvergenceCurve:
+    """The convergence curve of a scenario: cumulative update epochs and seconds and the hypervolume after
+    each search trial (rows in finishing order)."""
     rows = ordered_search_rows
     ep = rows["epochs"].to_numpy(dtype=float, na_value=np.nan) if "epochs" in rows else np.zeros(len(rows))
     sec = rows["seconds_update"].to_numpy(dtype=float, na_value=np.nan) if "seconds_update" in rows \
@@ -58,6 +60,7 @@ def convergence(ordered_search_rows: pd.DataFrame, hv_history: list[float]) -> C
 
 @dataclass
 class RungCounts:
+    """One rung's trials: recorded there, told to continue, stopped."""
     recorded: int = 0
     continued: int = 0
     stopped: int = 0
@@ -68,6 +71,8 @@ class RungCounts:
 
 @dataclass
 class EarlyStopping:
+    """The early-stopping section: the scheduler's settings, update epochs run against the full budget, and
+    the rung counts (all scenarios and per scenario)."""
     source: str                                           # "scheduler.json" or "rows"
     settings: dict[str, Any]                              # max_t, grace_period, reduction_factor, rungs
     epochs_run: int

@@ -24,7 +24,7 @@ from ._format import counts_text, rate_of
 from .configs import hparams_of
 from .html import render_html
 from .model import ReportData, ScenarioReport
-from .render import render_markdown
+from .markdown import render_markdown
 from .stats import Stat
 from .tables import COUNTS, HIGH, LOW, VAL, table_metrics
 

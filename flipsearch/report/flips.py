@@ -36,6 +36,8 @@ GALLERY_LIMIT = 60
 
 @dataclass
 class FlipSide:
+    """One re-run trial of a flip comparison (the recommendation or the ce baseline): its configuration, its
+    flip audit and whether it reproduced its recorded row."""
     label: str                       # "recommendation" or "ce baseline"
     config: Any                      # TrialConfig
     audit: Any                       # flipsearch.audit.FlipAudit
@@ -59,6 +61,8 @@ class FlipSide:
 
 @dataclass
 class FlipComparison:
+    """A scenario's flip comparison: the recommendation and the ce baseline re-run and audited, with the
+    thumbnails of their flipped samples (or why it could not run)."""
     scenario: str
     rec: FlipSide | None = None
     ce: FlipSide | None = None       # None when the recommendation is the ce baseline itself

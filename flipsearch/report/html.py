@@ -18,7 +18,8 @@ import math
 from typing import TYPE_CHECKING
 
 from ._format import esc
-from .render import B, C, Cell, Code, Figure, GroupRow, Heading, Link, Para, Raw, Section, Table, document
+from .blocks import Bold, Cell, Code, Figure, GroupRow, Heading, InlineCode, Link, Para, Raw, Section, Table
+from .document import document
 
 if TYPE_CHECKING:
     from .model import ReportData as Report
@@ -104,13 +105,13 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 
 
 def _inline(parts) -> str:
-    if isinstance(parts, (str, C, B, Link)):
+    if isinstance(parts, (str, InlineCode, Bold, Link)):
         parts = [parts]
     out = []
     for p in parts:
-        if isinstance(p, C):
+        if isinstance(p, InlineCode):
             out.append(f"<code>{esc(p.text)}</code>")
-        elif isinstance(p, B):
+        elif isinstance(p, Bold):
             out.append(f"<strong>{_inline(p.parts)}</strong>")
         elif isinstance(p, Link):
             out.append(f"<a href=\"{esc(p.href)}\">{esc(p.text)}</a>")
@@ -183,6 +184,7 @@ def _toc(blocks) -> str:
 
 
 def render_html(report: "Report") -> str:
+    """index.html: the report document as one self-contained page."""
     from ..audit.page import CSS as AUDIT_CSS
     from .interactive import plotly_js
 

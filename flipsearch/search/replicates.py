@@ -32,6 +32,7 @@ BASELINE = "baseline"  # replicate_of of the ce baseline's replicates: "baseline
 
 
 def replicate_seeds(space: SearchSpace) -> list[int]:
+    """The seeds of the replicate runs: max(scenario seeds) + 1 + k for k < `space.replicates`."""
     return [max(space.seeds) + 1 + k for k in range(space.replicates)]
 
 

@@ -153,6 +153,10 @@ class ParetoRungs:
     `directions` is one "max"/"min" per objective. `on_result` is called with every result of
     a trial (its budget `t`, its objective values in `directions` order, its total constraint
     violation) and answers "continue" or "stop".
+
+    Args:
+        directions: one "max" or "min" per objective.
+        max_t, grace_period, reduction_factor: the rungs, as `rung_ladder` builds them.
     """
 
     def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
@@ -268,6 +272,15 @@ class MOASHAScheduler(TrialScheduler):
     An objective's result key is `key_prefix + objective.metric` (e.g. "val_nfr"); constraints
     are evaluated on the result's `key_prefix`-keys with the prefix stripped. Trials run in
     FIFO order. `decisions`, `stopped` and `rung_counts()` come from the core.
+
+    Args:
+        objectives: what a rung ranks trials by (at least one), directions respected.
+        constraints: a trial's total violation of these ranks it after every feasible trial.
+        time_attr: the result key counting budget (epochs by default).
+        max_t: the full budget; rungs lie strictly below it and no trial is stopped for reaching it.
+        grace_period: the first rung (> 0, <= max_t).
+        reduction_factor: η > 1: the rungs are grace·η^k and the top ceil(n/η) at a rung go on.
+        key_prefix: the prefix of the reported validation metrics (`objectives.SELECTION_PREFIX`).
     """
 
     # One result per train() call: a STOP takes effect before the next epoch runs.

@@ -46,6 +46,8 @@ class SweepOptions:
 
 @dataclass
 class SweepSummary:
+    """What one `run_sweep` call did: trials run by status, replicate runs, reference models trained and found
+    cached, seconds, and whether it was interrupted."""
     out: str
     run_id: str
     trials_run: int
@@ -211,6 +213,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
+    """Run (or with `opts.resume`, continue) the sweep of `space` into `opts.out`; see the module docstring
+    for the flow. Bad input is refused before Ray starts and before anything is written."""
     from .. import signals
     from .studies import StudyBook
 

@@ -59,6 +59,7 @@ def assigned_device() -> str:
 
 
 def one_line(e: BaseException) -> str:
+    """An exception as one line "Type: first line" (at most 500 characters), as a failed row records it."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
@@ -73,11 +74,21 @@ def identity(config: dict[str, Any], run: dict[str, Any], pack_id: str | None = 
 
 
 def dataset_key(cfg) -> tuple:
+    """The key a loaded dataset is shared under: (dataset, scale, test_scale)."""
     return (cfg.dataset, cfg.scale, cfg.test_scale)
 
 
 def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict | None = None,
                    lock_actor: Any = None) -> None:
+    """The Ray Tune trainable: run one trial (or one pack of trials) and report its row(s); every failure becomes
+    a failed row, never a crash.
+
+    Args:
+        config: the searcher's suggestion (the trial's config, identity, or a pack's members).
+        run: the run constants (run id, output URI, whether to report each epoch).
+        datasets: the datasets loaded once on the driver, by `dataset_key`.
+        lock_actor: the `LeaseLocks` actor for an object-store output, else None.
+    """
     from ray import tune
 
     from ..config import TrialConfig

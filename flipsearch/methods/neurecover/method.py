@@ -97,6 +97,8 @@ def prepare(scope: Scope, ref, m1: nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
 @register_method
 class NeuRecover(UpdateMethod):
+    """NeuRecover: repair M2 (the CE update) by a particle-swarm search over a few localised head weights that
+    wins back its negative flips."""
     name = "neurecover"
     summary = "repair M2 (the CE update) by searching a few localised head weights to win back its flips"
     hparams = HPARAMS
