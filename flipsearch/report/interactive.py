@@ -161,10 +161,23 @@ def front_figure(report: "Report", s: "ScenarioReport") -> str:
 
 
 def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) -> None:
-    import plotly.graph_objects as go
-
+    """One subplot: objective pair (x, y) of one panel (validation or test), layer by layer:
+    guides, the ce baseline, the trials, the fronts, the front points' seed means."""
     mx, my = pair
-    d = s.plot
+    xr, yr = _panel_ranges(panel, mx, my)
+    # guides first: bands and lines under the points
+    _guides(fig, report, s, panel, mx, "x", xr, r, c)
+    _guides(fig, report, s, panel, my, "y", yr, r, c)
+    _baseline_trace(fig, s, panel, mx, my, r, c, legend)            # under the trials
+    _trial_traces(fig, s, panel, mx, my, xr, yr, r, c, hovers, legend)
+    _front_traces(fig, report, panel, mx, my, r, c, hovers, legend)
+    _seed_traces(fig, s, panel, mx, my, r, c, legend)
+    fig.update_xaxes(**_axis(mx, dirs.get(mx), xr), row=r, col=c)
+    fig.update_yaxes(**_axis(my, dirs.get(my), yr), row=r, col=c)
+
+
+def _panel_ranges(panel: Panel, mx: str, my: str):
+    """The x and y ranges that hold the trials, the baseline and the seed intervals."""
     rows = panel.rows
     xs, ys = [_vals(rows, mx)], [_vals(rows, my)]
     b = panel.baseline
@@ -176,27 +189,37 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
             st = stats.get(m)
             if st is not None and st.has_spread:
                 arr.append(np.array([st.low, st.high]))
-    xr, yr = _range(xs, _unit(mx)), _range(ys, _unit(my))
-    # guides first: bands and lines under the points
-    _guides(fig, report, s, panel, mx, "x", xr, r, c)
-    _guides(fig, report, s, panel, my, "y", yr, r, c)
-    # the ce baseline, under the trials
-    if b is not None and mx in b.index and my in b.index:
-        sx, sy = panel.baseline_stats.get(mx), panel.baseline_stats.get(my)
-        err = {}
-        if panel.claimed_index is not None and sx is not None and sy is not None \
-                and sx.has_spread and sy.has_spread:                        # the test panel only
-            err = {"error_x": _err(sx, "#bbb"), "error_y": _err(sy, "#bbb")}
-        n = s.baseline.n if s.baseline is not None else 0
-        text = (f"<b>ce baseline</b> (init=old), mean over {n} seed{'s' if n != 1 else ''}<br>"
-                f"{esc(short(mx))} {esc(fmt_unit(mx, b[mx], sx.std if sx and sx.has_spread else None))}<br>"
-                f"{esc(short(my))} {esc(fmt_unit(my, b[my], sy.std if sy and sy.has_spread else None))}")
-        fig.add_trace(go.Scatter(x=[float(b[mx])], y=[float(b[my])], mode="markers", name="ce baseline",
-                                 legendgroup="ce baseline", showlegend=legend("ce baseline"),
-                                 marker={"symbol": "star-open", "size": 18, "color": _rgb(d.colors.get("ce", "#555")),
-                                         "line": {"width": 1.5}},
-                                 hovertemplate=text + "<extra></extra>", **err), row=r, col=c)
-    # trials: one marker per (method, point), coincident points of other methods set apart
+    return _range(xs, _unit(mx)), _range(ys, _unit(my))
+
+
+def _baseline_trace(fig, s, panel: Panel, mx: str, my: str, r, c, legend) -> None:
+    """The ce baseline's mean (with its seed intervals on the test panel)."""
+    import plotly.graph_objects as go
+
+    b = panel.baseline
+    if b is None or mx not in b.index or my not in b.index:
+        return
+    sx, sy = panel.baseline_stats.get(mx), panel.baseline_stats.get(my)
+    err = {}
+    if panel.claimed_index is not None and sx is not None and sy is not None \
+            and sx.has_spread and sy.has_spread:                        # the test panel only
+        err = {"error_x": _err(sx, "#bbb"), "error_y": _err(sy, "#bbb")}
+    n = s.baseline.n if s.baseline is not None else 0
+    text = (f"<b>ce baseline</b> (init=old), mean over {n} seed{'s' if n != 1 else ''}<br>"
+            f"{esc(short(mx))} {esc(fmt_unit(mx, b[mx], sx.std if sx and sx.has_spread else None))}<br>"
+            f"{esc(short(my))} {esc(fmt_unit(my, b[my], sy.std if sy and sy.has_spread else None))}")
+    fig.add_trace(go.Scatter(x=[float(b[mx])], y=[float(b[my])], mode="markers", name="ce baseline",
+                             legendgroup="ce baseline", showlegend=legend("ce baseline"),
+                             marker={"symbol": "star-open", "size": 18, "color": _rgb(s.plot.colors.get("ce", "#555")),
+                                     "line": {"width": 1.5}},
+                             hovertemplate=text + "<extra></extra>", **err), row=r, col=c)
+
+
+def _trial_traces(fig, s, panel: Panel, mx: str, my: str, xr, yr, r, c, hovers, legend) -> None:
+    """The trials: one marker per (method, point), coincident points of other methods set apart."""
+    import plotly.graph_objects as go
+
+    rows, d = panel.rows, s.plot
     groups = {m: _groups(g, mx, my) for m, g in rows.groupby("method", sort=False)}
     where: dict[tuple[float, float], list[str]] = {}
     for m, gs in groups.items():
@@ -228,7 +251,14 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
                 marker={"size": 9, "color": _rgb(d.colors.get(m, "#777")) if feasible else "rgba(0,0,0,0)",
                         "line": {"width": 1.2, "color": _rgb(d.colors.get(m, "#777"))},
                         "symbol": "circle" if feasible else "circle-open", "opacity": 0.9}), row=r, col=c)
-    # the validation-chosen front: rings, and its staircase where it is a front (validation)
+
+
+def _front_traces(fig, report, panel: Panel, mx: str, my: str, r, c, hovers, legend) -> None:
+    """The validation-chosen front: rings, and its staircase where it is a front
+    (validation); on the test panel the front that choosing on test would have claimed."""
+    import plotly.graph_objects as go
+
+    rows = panel.rows
     front = rows.loc[rows.index.intersection(panel.front_index)]
     if len(front):
         fx, fy = _vals(front, mx), _vals(front, my)
@@ -247,7 +277,12 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
         fig.add_trace(go.Scatter(x=sx_, y=sy_, mode="lines", name=name, showlegend=legend(name),
                                  line={"color": "#888", "width": 1.2, "dash": "dot", "shape": "hv"}, hoverinfo="skip"),
                       row=r, col=c)
-    # front points' seed means with their 95 % intervals (test)
+
+
+def _seed_traces(fig, s, panel: Panel, mx: str, my: str, r, c, legend) -> None:
+    """Front points' seed means with their 95 % intervals (test)."""
+    import plotly.graph_objects as go
+
     for idx, stats in panel.point_stats.items():
         sx, sy = stats.get(mx), stats.get(my)
         if sx is None or sy is None or not (sx.has_spread and sy.has_spread):
@@ -263,8 +298,6 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
             marker={"symbol": "diamond", "size": 8, "color": "white", "line": {"width": 1.5, "color": "black"}},
             error_x=_err(sx, "black"), error_y=_err(sy, "black"),
             hovertemplate=text + "<extra></extra>"), row=r, col=c)
-    fig.update_xaxes(**_axis(mx, dirs.get(mx), xr), row=r, col=c)
-    fig.update_yaxes(**_axis(my, dirs.get(my), yr), row=r, col=c)
 
 
 def _err(stat, color: str) -> dict:
