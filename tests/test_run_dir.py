@@ -161,3 +161,11 @@ def test_a_lost_journal_is_rebuilt_and_said_with_its_row_count(tmp_path):
     again.reconcile(rows)
     assert again.notes == []
     assert len(again.studies[STUDY.format("exclusive-op")].trials) == 2
+
+
+def test_a_damaged_scheduler_state_is_one_line(tmp_path, capsys):
+    out = _hand_run(tmp_path)
+    (tmp_path / "hand" / "scheduler.json").write_text('{"core": {"recorded": 7}}')
+    before = _listing(out)
+    _fails_in_one_line(["report", out], capsys, "scheduler.json is damaged")
+    assert _listing(out) == before

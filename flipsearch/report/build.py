@@ -126,6 +126,7 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     for i, key in enumerate(order):
         tell(f"scenario {key}", i + 1, steps)
         scenarios.append(_scenario(key, df[keys == key], objs, cons, searched, colors, reported))
+    early = _early(run, df, state, keys)                        # before the re-runs: a damaged state stops here
     if flips:
         for i, s in enumerate(scenarios):
             if s.recommendation.point is None:
@@ -138,11 +139,21 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     tell("tables and plots", steps, steps)
     table = paper1_table(df, objs, cons, searched, order)
     counts = {k: int(v) for k, v in df["status"].value_counts().items()}
-    search_rows = df[~is_replicate(df)]
-    early = early_stopping(search_rows, state, keys[~is_replicate(df)])
     return Report(storage.uri, record.name or storage.uri.rstrip("/").rsplit("/", 1)[-1], objs, cons,
                   scenarios, table, counts, searched, rows=df, early=early, reported=reported, record=given,
                   flips_requested=flips)
+
+
+def _early(run: RunDir, df: pd.DataFrame, state, keys: pd.Series):
+    """The early-stopping section; a scheduler.json of the wrong shape is a one-line UsageError."""
+    search = ~is_replicate(df)
+    try:
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(f"it holds {type(state).__name__}")
+        return early_stopping(df[search], state, keys[search])
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise UsageError(f"{run.child_uri(RunDir.SCHEDULER)} is damaged ({type(e).__name__}: {e}); move it away "
+                         "to report without the early-stopping section's rung counts") from None
 
 
 def _expected_seconds(s: ScenarioReport) -> float:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
+from ..rundir import RunDir
 from ._format import count_text, counts_text, fmt, fmt_hparams, fmt_rate, fmt_unit, header, is_percent, short
 from .baselines import m1_metric
 from .blocks import Bold, Cell, Code, Figure, GroupRow, Heading, InlineCode, Link, Para, Raw, Section, Table, cell, para
@@ -474,8 +475,8 @@ def _early_blocks(report: "Report") -> list:
     blocks = [Heading(2, "Early stopping", "early-stopping"),
               para(f"{how} stopped trials on their validation values. The search ran {es.epochs_run} of the "
                 f"{es.epochs_full} update epochs its trials would have run at full budget: {saved} saved. "
-                + ("Rung counts from the scheduler's state (scheduler.json)." if es.source == "scheduler.json"
-                   else "No scheduler.json: the rungs are read from the epochs of the stopped rows.")),
+                + (f"Rung counts from the scheduler's state ({RunDir.SCHEDULER})." if es.source == RunDir.SCHEDULER
+                   else f"No {RunDir.SCHEDULER}: the rungs are read from the epochs of the stopped rows.")),
               ]
     rungs = sorted({r for v in es.per_scenario.values() for r in v["rungs"]} | set(es.rungs))
     heads = ["scenario", "epochs run / full", "saved", *(f"rung {r:g}: recorded / continued / stopped" for r in rungs)]
