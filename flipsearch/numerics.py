@@ -56,10 +56,13 @@ def numerics(device, m1_amp: bool = False, update_amp: bool = False) -> dict[str
 
 
 def _cell(row: Mapping[str, Any], key: str) -> Any:
-    from .results import is_missing
+    """A row's cell as a plain value, None where missing (None, NaN, pandas NA)."""
+    import pandas as pd
 
     v = row.get(key) if hasattr(row, "get") else None
-    return None if v is None or is_missing(v) else (v.item() if hasattr(v, "item") else v)
+    if v is None or (not isinstance(v, str) and bool(pd.isna(v))):
+        return None
+    return v.item() if hasattr(v, "item") else v
 
 
 def rerun_differences(row: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:

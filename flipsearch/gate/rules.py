@@ -26,6 +26,7 @@ RATE_METRICS = ("nfr", "br", "er_new")
 
 
 def rate_metric_names() -> list[str]:
+    """Every metric a `max` rule may bound: `RATE_METRICS` and their critical_ / _old_classes forms."""
     return [p + m + s for m in RATE_METRICS for p, s in (("", ""), (CRITICAL_PREFIX, ""), ("", OLD_CLASSES_SUFFIX))]
 
 
