@@ -16,13 +16,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UsageError
-
-MODELS_DIR = "models"
+from ..rundir import RunDir
 
 
 def kept_m2_parts(trial_uid: str) -> tuple[str, ...]:
     """Path parts, under OUT, of trial `trial_uid`'s kept M2 state_dict."""
-    return (MODELS_DIR, f"{trial_uid}.pt")
+    return (RunDir.MODELS, f"{trial_uid}.pt")
 
 
 def find_row(out: str, trial: str) -> pd.Series:
@@ -86,14 +85,14 @@ def load_kept(out: str, trial: str) -> KeptTrial:
         raise UsageError(f"trial {uid} kept no model ({storage.child_uri(*parts)} is missing); run the sweep "
                          "with --keep all, or gate the front's trials")
     cfg = decode_config(row).replace(device="cpu")
-    prep = PreparedTrial(cfg, ReferenceStore(storage.sub("references")))
+    prep = PreparedTrial(cfg, ReferenceStore(storage.sub(RunDir.REFERENCES)))
     if cfg.old_model:
         old_state = _state(open(cfg.old_model, "rb").read(), f"M1 checkpoint {cfg.old_model!r}")
     else:
         key = reference_key("m1", {**prep.refs.spec, **prep.refs.m1_key_spec()})
         payload = prep.store._load(key)  # None when absent or failing its checksum; never trained here
         if payload is None:
-            raise UsageError(f"M1 of trial {uid} is not in {storage.child_uri('references')} (or fails its checksum)")
+            raise UsageError(f"M1 of trial {uid} is not in {storage.child_uri(RunDir.REFERENCES)} (or fails its checksum)")
         old_state = payload["state_dict"]
     new_state = _state(storage.read_bytes(*parts), storage.child_uri(*parts))
     models = []
