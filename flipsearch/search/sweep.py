@@ -326,10 +326,14 @@ def preflight_space(space: SearchSpace, datasets: dict) -> None:
     from ..trial import preflight
     from .trainable import dataset_key
 
-    for tmpl in space.templates.values():
+    from ..methods import get_method
+
+    for key, tmpl in space.templates.items():
         for method in space.methods:
-            cfg = tmpl.replace(method=method)
-            preflight(cfg, datasets.get(dataset_key(cfg)))
+            first, *others = space.recipe_corners(key, method)  # the recipe settings it searches, at their edges
+            preflight(first, datasets.get(dataset_key(first)))
+            for cfg in others:
+                get_method(method).check(cfg)
 
 
 def tune_trainable(space: SearchSpace, out: Storage, run: dict, datasets: dict):
@@ -374,11 +378,12 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
         from .auto_pack import auto_pack_sizes
 
         pack_sizes = auto_pack_sizes(space, out, list(remaining), datasets, quiet=opts.quiet)
-    from .searcher import trained_configs
+    from .searcher import method_counts, trained_configs
 
+    earlier = read_results(out, required=False)
     searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
                             stopped_by_scheduler=stopped, pack_sizes=pack_sizes,
-                            trained=trained_configs(read_results(out, required=False)))
+                            trained=trained_configs(earlier), method_done=method_counts(earlier))
     run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
     board = None
     if scheduler is not None and space.pack != 1:  # the scheduler stops single members of packs
@@ -635,5 +640,5 @@ def _space_record(space: SearchSpace) -> dict:
             "scenario_options": space.scenario_options, "sampler": space.sampler,
             "trials_per_scenario": space.trials_per_scenario, "scheduler": space.scheduler,
             "reduction_factor": space.reduction_factor, "grace_period": space.grace_period,
-            "replicates": space.replicates, "pack": space.pack,
+            "replicates": space.replicates, "pack": space.pack, "budget": space.budget,
             "templates": {k: t.to_dict() for k, t in space.templates.items()}}
