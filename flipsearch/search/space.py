@@ -16,6 +16,12 @@ columns, its reproduce command); the scenario's `update_training` is the default
 early-stopping scheduler the update's epoch count is the scheduler's budget, so a method
 block may not set `update.epochs` then (a one-line error).
 
+`search.budget` says how a scenario's `trials_per_scenario` are shared: `per-scenario` (the
+default) lets the sampler choose each trial's method; `per-method` gives every method an
+equal share (`SearchSpace.method_budgets`; the searcher fixes the method of each ask), and
+with early stopping ranks each method's trials against its own (`method_rungs.py`), so no
+method gets more tries or more compute for having more knobs.
+
 `include: [other.yaml, ...]` merges other files first (this file wins), so per-method
 files share one scenario file. Every mistake is a one-line `UsageError` naming the file,
 the key and what is allowed — before Ray starts.

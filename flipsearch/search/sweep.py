@@ -432,6 +432,8 @@ def _scheduler(space: SearchSpace, out: Storage):
         return None
     from .scheduler import MOASHAScheduler
 
+    if space.budget == "per-method":  # each method ranked against its own trials: equal compute
+        from .method_rungs import MethodMOASHAScheduler as MOASHAScheduler  # noqa: N814
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
     scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
                                 grace_period=space.grace_period, reduction_factor=space.reduction_factor)
