@@ -323,12 +323,11 @@ def _short(v) -> str:
 def preflight_space(space: SearchSpace, datasets: dict) -> None:
     """The checks a trial makes before it trains, made once per scenario and method on the
     driver, so a sweep refuses bad input before Ray starts instead of failing every trial."""
+    from ..methods import get_method
     from ..trial import preflight
     from .trainable import dataset_key
 
-    from ..methods import get_method
-
-    for key, tmpl in space.templates.items():
+    for key in space.templates:
         for method in space.methods:
             first, *others = space.recipe_corners(key, method)  # the recipe settings it searches, at their edges
             preflight(first, datasets.get(dataset_key(first)))
@@ -430,13 +429,14 @@ def _scheduler(space: SearchSpace, out: Storage):
     over the sweep's validation objectives, with the rungs of an earlier run restored."""
     if space.scheduler == "fifo":
         return None
+    from .method_rungs import MethodMOASHAScheduler
     from .scheduler import MOASHAScheduler
 
-    if space.budget == "per-method":  # each method ranked against its own trials: equal compute
-        from .method_rungs import MethodMOASHAScheduler as MOASHAScheduler  # noqa: N814
+    # a per-method budget ranks each method's trials against its own: equal compute per method
+    kind = MethodMOASHAScheduler if space.budget == "per-method" else MOASHAScheduler
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
-    scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
-                                grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    scheduler = kind(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
+                     grace_period=space.grace_period, reduction_factor=space.reduction_factor)
     if out.exists(SCHEDULER_STATE):
         scheduler.load_state_dict(json.loads(out.read_bytes(SCHEDULER_STATE)))
     return scheduler
