@@ -104,7 +104,8 @@ def budget_blocks(report) -> list:
            "(search.budget: per-scenario; per-method gives each method an equal share)")
     blocks: list = [Heading(2, "Budget and instability per method", "budget"),
                     P(f"Budget mode {mode}: {how}. Per method: the search trials it had and the update epochs they "
-                      "ran, how they ended, its best validation point under the report's rule and the trial (in "
+                      "ran (neurecover and interp, which reuse the shared CE update, count the epochs of that update, "
+                      "trained once per scenario and recipe), how they ended, its best validation point under the report's rule and the trial (in "
                       "finishing order, of the method's own) that first reached it — a best found at the last trial "
                       "suggests the budget was binding — and every diverged trial with its settings.")]
     heads = ["method", "trials", "update epochs", "ok / stopped / diverged / failed",
