@@ -39,7 +39,7 @@ SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_pe
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
                "replicates", "pack", "resource_timeout"}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
-SCHEDULERS = ("fifo", "mo-asha")
+SCHEDULERS = ("fifo", "mo-asha", "stratified-asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

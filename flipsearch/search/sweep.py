@@ -422,14 +422,21 @@ def _reference_counts(out: Storage, run_id: str) -> tuple[int, int]:
 
 def _scheduler(space: SearchSpace, out: Storage):
     """None (FIFO: every trial runs its full budget) or the multi-objective ASHA scheduler
-    over the sweep's validation objectives, with the rungs of an earlier run restored."""
+    (`search.scheduler`: mo-asha or stratified-asha) over the sweep's validation objectives,
+    with the rungs of an earlier run restored."""
     if space.scheduler == "fifo":
         return None
     from .scheduler import MOASHAScheduler
+    from .stratified import StratifiedMOASHAScheduler
 
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
-    scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
-                                grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    kw = dict(time_attr="epoch", max_t=max_t, grace_period=space.grace_period,
+              reduction_factor=space.reduction_factor)
+    if space.scheduler == StratifiedMOASHAScheduler.name:
+        categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, d in space.methods.items()}
+        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
+    else:
+        scheduler = MOASHAScheduler(space.objectives, space.constraints, **kw)
     if out.exists(SCHEDULER_STATE):
         scheduler.load_state_dict(json.loads(out.read_bytes(SCHEDULER_STATE)))
     return scheduler

@@ -1,0 +1,145 @@
+"""Stratified MO-ASHA: successive halving that ranks a trial against its own kind.
+
+DESIGN RATIONALE PLACEHOLDER (filled in from the replay figures).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ..errors import UsageError
+from ..objectives import Constraint, Objective
+from .scheduler import MOASHAScheduler, ParetoRungs
+
+STATE_VERSION = 1
+Stratum = Callable[[Mapping[str, Any]], str]
+
+
+def default_stratum(config: Mapping[str, Any], categorical: Mapping[str, Iterable[str]] | None = None) -> str:
+    """The stratum of a sweep trial's Ray config ({"study", "config": TrialConfig dict}, or a
+    pack member's): its study, its method, and the values of its categorical hyperparameters
+    (those `categorical` names per method; without it, every str/bool-valued one). These are
+    the structural choices that shift where a learning curve starts (ce init=old starts at
+    M1, init=scratch from chance)."""
+    cfg = config.get("config", config)
+    method = str(cfg.get("method", ""))
+    hp = cfg.get("hparams") or {}
+    names = set(categorical.get(method, ())) if categorical is not None else \
+        {k for k, v in hp.items() if isinstance(v, (str, bool))}
+    parts = [str(config.get("study", "")), method] + [f"{k}={hp[k]}" for k in sorted(names) if k in hp]
+    return ":".join(parts)
+
+
+class StratifiedRungs(ParetoRungs):
+    """`ParetoRungs` where a newcomer at a rung is ranked only against the trials of its own
+    stratum (and bracket) recorded there, and continues if it is in their top ceil(n_s/η).
+
+    A trial's stratum is set with `assign` before its first result (a trial never assigned
+    is in the stratum ""). With `brackets` B > 1, trials are spread over B brackets in
+    arrival order, bracket b judged only from the b-th rung on (bracket len(rungs) has no
+    rung: its trials get the full budget), in shares proportional to e^(rungs_b - rungs_0)
+    (Ray's and Syne Tune's asynchronous Hyperband weights), drawn by a low-discrepancy
+    sequence so that any prefix of arrivals is spread close to those shares."""
+
+    def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
+                 reduction_factor: float = 3, brackets: int = 1):
+        super().__init__(directions, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+        if isinstance(brackets, bool) or not isinstance(brackets, numbers.Integral) or brackets < 1:
+            raise UsageError(f"scheduler brackets must be an integer >= 1, got {brackets!r}")
+        self.n_brackets = min(int(brackets), len(self.rungs) + 1)
+        w = [math.exp(-b) for b in range(self.n_brackets)]
+        self._cum = [sum(w[: b + 1]) / sum(w) for b in range(self.n_brackets)]
+        self.strata: dict[str, str] = {}
+        self.brackets: dict[str, int] = {}
+
+    def assign(self, trial_id: str, stratum: str) -> None:
+        """Put a new trial in `stratum` and a bracket (a known trial keeps its own: a resume)."""
+        tid = str(trial_id)
+        if tid in self.strata:
+            return
+        self.strata[tid] = str(stratum)
+        u = (len(self.brackets) * 0.6180339887498949) % 1.0      # golden-ratio sequence
+        self.brackets[tid] = next(b for b, c in enumerate(self._cum) if u < c + 1e-12)
+
+    def _rung_for(self, trial_id: str, t: float) -> float | None:
+        rung = self.rung_of(t)
+        b = self.brackets.get(str(trial_id), 0)
+        if rung is None or b >= len(self.rungs) or rung < self.rungs[b]:
+            return None
+        return rung
+
+    def _kind(self, trial_id: str) -> tuple[str, int]:
+        return self.strata.get(trial_id, ""), self.brackets.get(trial_id, 0)
+
+    def _decide(self, peers):
+        mine = self._kind(peers[-1][0])
+        return super()._decide([p for p in peers if self._kind(p[0]) == mine])
+
+    def rung_counts_by_stratum(self) -> dict[str, dict[float, dict[str, int]]]:
+        """Per stratum and rung: trials recorded, continued, stopped."""
+        out: dict[str, dict[float, dict[str, int]]] = {}
+        for r in self.rungs:
+            for tid, _, _ in self._recorded[r]:
+                c = out.setdefault(self.strata.get(tid, ""), {}).setdefault(
+                    r, {"recorded": 0, "continued": 0, "stopped": 0})
+                c["recorded"] += 1
+                c["stopped"] += self.stopped.get(tid) == r
+                c["continued"] += (r, "continue") in self.decisions.get(tid, ())
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "strata": dict(self.strata), "brackets": dict(self.brackets),
+                "n_brackets": self.n_brackets, "stratified_version": STATE_VERSION}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("stratified_version") != STATE_VERSION:
+            raise UsageError("the saved scheduler state is not a stratified MO-ASHA state "
+                             f"(stratified_version {state.get('stratified_version')!r}); resume with the "
+                             "scheduler the sweep started with")
+        if state.get("n_brackets") != self.n_brackets:
+            raise UsageError(f"the saved scheduler state has {state.get('n_brackets')} bracket(s); this sweep "
+                             f"uses {self.n_brackets}")
+        super().load_state_dict(state)
+        self.strata = {str(k): str(v) for k, v in state["strata"].items()}
+        self.brackets = {str(k): int(v) for k, v in state["brackets"].items()}
+
+
+class StratifiedMOASHAScheduler(MOASHAScheduler):
+    """Ray Tune scheduler running `StratifiedRungs`: MO-ASHA (same rungs, ranking, pack
+    member stops, state and resume) with each trial ranked within its stratum.
+
+    `stratum(config) -> str` maps a trial's Ray config (or a pack member's) to its stratum;
+    the default is `default_stratum` with `categorical` (method -> names of its categorical
+    hyperparameters, from the search space)."""
+
+    name = "stratified-asha"
+
+    def __init__(self, objectives: Iterable[Objective], constraints: Iterable[Constraint] = (), *,
+                 time_attr: str = "epoch", max_t: float, grace_period: float = 1,
+                 reduction_factor: float = 3, key_prefix: str = "val_",
+                 stratum: Stratum | None = None, categorical: Mapping[str, Iterable[str]] | None = None,
+                 brackets: int = 1):
+        super().__init__(objectives, constraints, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
+                         reduction_factor=reduction_factor, key_prefix=key_prefix)
+        self.core = StratifiedRungs([o.direction for o in self.objectives], max_t=max_t,
+                                    grace_period=grace_period, reduction_factor=reduction_factor,
+                                    brackets=brackets)
+        self.stratum = stratum or (lambda config: default_stratum(config, categorical))
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        config = trial.config or {}
+        if "pack" in config:  # a pack: its members are ranked by their trial uids
+            for member in config["pack"]:
+                self.core.assign(member["trial_uid"], self.stratum(member))
+        else:
+            self.core.assign(trial.trial_id, self.stratum(config))
+
+    def rung_counts_by_stratum(self) -> dict[str, dict[float, dict[str, int]]]:
+        return self.core.rung_counts_by_stratum()
+
+    def debug_string(self) -> str:
+        return super().debug_string().replace("Using MO-ASHA", "Using stratified MO-ASHA", 1) + \
+            f"\nstrata: {len(set(self.core.strata.values()))}"
