@@ -81,7 +81,7 @@ def _mo_asha(c):
     return MOASHAScheduler(_objs(), max_t=c.max_epoch, grace_period=1, reduction_factor=3)
 
 
-def _stratified(brackets: int = 1, by_method: bool = False):
+def _stratified(brackets: int = 1, by_method: bool | None = False, predict: bool = False):
     def make(c):
         from flipsearch.search.stratified import StratifiedMOASHAScheduler
 
@@ -89,7 +89,7 @@ def _stratified(brackets: int = 1, by_method: bool = False):
         stratum = (lambda config: config["config"]["method"]) if by_method else \
             (lambda config: "") if by_method is None else None
         return StratifiedMOASHAScheduler(_objs(), max_t=c.max_epoch, grace_period=1, reduction_factor=3,
-                                         brackets=brackets, stratum=stratum)
+                                         brackets=brackets, stratum=stratum, predict=predict)
     return make
 
 
@@ -151,6 +151,9 @@ def variants(names: list[str] | None = None) -> dict[str, tuple[Callable | None,
         "stratified-b2": (_stratified(brackets=2), False),
         "stratified-b3": (_stratified(brackets=3), False),
         "mo-asha-b3": (_stratified(brackets=3, by_method=None), False),
+        "stratified-predict": (_stratified(predict=True), False),
+        "stratified-predict-b2": (_stratified(brackets=2, predict=True), False),
+        "stratified-predict-b3": (_stratified(brackets=3, predict=True), False),
     }
     if syne_status() is None:
         out["syne-moasha"] = (SyneMOASHA, False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -20,10 +21,11 @@ ACC_NFR = ("max", "min")                    # accuracy_new:max, nfr:min
 def core(request):
     """A decision core factory: MO-ASHA's, and the stratified one with every trial in one
     stratum and bracket (unassigned), which must decide exactly like it."""
-    cls = ParetoRungs if request.param == "mo-asha" else StratifiedRungs
-
     def make(directions=ACC_NFR, max_t=9, grace=1, eta=3):
-        return cls(directions, max_t=max_t, grace_period=grace, reduction_factor=eta)
+        kw = dict(max_t=max_t, grace_period=grace, reduction_factor=eta)
+        if request.param == "mo-asha":
+            return ParetoRungs(directions, **kw)
+        return StratifiedRungs(directions, brackets=1, **kw)
     return make
 
 
@@ -223,10 +225,12 @@ def test_stopped_trials_told_pruned_keep_optuna_samplers_working():
 # ------------------------------------------------------------------ Ray Tune
 
 
-@pytest.mark.parametrize("scheduler_cls", [MOASHAScheduler, StratifiedMOASHAScheduler])
+@pytest.mark.parametrize("scheduler_cls", [MOASHAScheduler, functools.partial(StratifiedMOASHAScheduler, brackets=1)],
+                         ids=["mo-asha", "stratified-asha"])
 def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path, scheduler_cls):
     """Both schedulers in a real Ray Tune run; the trials share one stratum (no method in
-    their config), so the stratified one decides like MO-ASHA."""
+    their config) and, here, one bracket, so the stratified one decides like MO-ASHA (its
+    predicted final values shift every peer of a stratum alike, which keeps their order)."""
     from ray import tune
 
     log = tmp_path / "epochs.log"       # written by the workers before each report

@@ -9,6 +9,8 @@ import math
 import numbers
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import UsageError
 from ..objectives import Constraint, Objective
 from .scheduler import MOASHAScheduler, ParetoRungs
@@ -44,8 +46,10 @@ class StratifiedRungs(ParetoRungs):
     sequence so that any prefix of arrivals is spread close to those shares."""
 
     def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
-                 reduction_factor: float = 3, brackets: int = 1):
+                 reduction_factor: float = 3, brackets: int = 1, predict: bool = False, min_complete: int = 1):
         super().__init__(directions, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
+        self.predict, self.min_complete = bool(predict), int(min_complete)
+        self.finals: dict[str, tuple[float, ...]] = {}  # complete trials' final values (predict)
         if isinstance(brackets, bool) or not isinstance(brackets, numbers.Integral) or brackets < 1:
             raise UsageError(f"scheduler brackets must be an integer >= 1, got {brackets!r}")
         self.n_brackets = min(int(brackets), len(self.rungs) + 1)
@@ -73,8 +77,31 @@ class StratifiedRungs(ParetoRungs):
     def _kind(self, trial_id: str) -> tuple[str, int]:
         return self.strata.get(trial_id, ""), self.brackets.get(trial_id, 0)
 
+    def on_result(self, trial_id: str, t: float, values: Sequence[float], violation: float = 0.0,
+                  *, final: bool = False) -> str:
+        if self.predict and float(t) >= self.max_t and trial_id not in self.stopped:
+            vals = tuple(float(x) for x in values)
+            if all(math.isfinite(x) for x in vals):
+                self.finals[str(trial_id)] = vals             # a complete trial: its curve's end
+        return super().on_result(trial_id, t, values, violation, final=final)
+
+    def _shift(self, kind: tuple[str, int], rung: float) -> np.ndarray | None:
+        """Median (final - value at `rung`) over the complete trials of one stratum and
+        bracket; None before the first of them completes."""
+        at = {tid: vals for tid, vals, _ in self._recorded[rung]}
+        d = [np.subtract(f, at[tid]) for tid, f in self.finals.items() if tid in at and self._kind(tid) == kind]
+        return np.median(d, axis=0) if len(d) >= self.min_complete else None
+
     def _decide(self, peers):
-        mine = self._kind(peers[-1][0])
+        me = peers[-1][0]
+        mine = self._kind(me)
+        rung = self._top[me]
+        if self.predict:
+            shift = {k: self._shift(k, rung) for k in {self._kind(p[0]) for p in peers}}
+            if shift[mine] is not None:  # rank on predicted final values against every predictable peer
+                pool = [(tid, tuple(np.add(v, shift[self._kind(tid)])), viol) for tid, v, viol in peers
+                        if shift[self._kind(tid)] is not None]
+                return super()._decide(pool)
         return super()._decide([p for p in peers if self._kind(p[0]) == mine])
 
     def rung_counts_by_stratum(self) -> dict[str, dict[float, dict[str, int]]]:
@@ -91,19 +118,21 @@ class StratifiedRungs(ParetoRungs):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "strata": dict(self.strata), "brackets": dict(self.brackets),
-                "n_brackets": self.n_brackets, "stratified_version": STATE_VERSION}
+                "n_brackets": self.n_brackets, "predict": self.predict,
+                "finals": {tid: list(v) for tid, v in self.finals.items()}, "stratified_version": STATE_VERSION}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("stratified_version") != STATE_VERSION:
             raise UsageError("the saved scheduler state is not a stratified MO-ASHA state "
                              f"(stratified_version {state.get('stratified_version')!r}); resume with the "
                              "scheduler the sweep started with")
-        if state.get("n_brackets") != self.n_brackets:
-            raise UsageError(f"the saved scheduler state has {state.get('n_brackets')} bracket(s); this sweep "
-                             f"uses {self.n_brackets}")
+        if (state.get("n_brackets"), state.get("predict")) != (self.n_brackets, self.predict):
+            raise UsageError(f"the saved scheduler state has {state.get('n_brackets')} bracket(s), predict "
+                             f"{state.get('predict')}; this sweep uses {self.n_brackets}, {self.predict}")
         super().load_state_dict(state)
         self.strata = {str(k): str(v) for k, v in state["strata"].items()}
         self.brackets = {str(k): int(v) for k, v in state["brackets"].items()}
+        self.finals = {str(k): tuple(float(x) for x in v) for k, v in state["finals"].items()}
 
 
 class StratifiedMOASHAScheduler(MOASHAScheduler):
@@ -120,12 +149,12 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
                  reduction_factor: float = 3, key_prefix: str = "val_",
                  stratum: Stratum | None = None, categorical: Mapping[str, Iterable[str]] | None = None,
-                 brackets: int = 1):
+                 brackets: int = 1, predict: bool = False):
         super().__init__(objectives, constraints, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor, key_prefix=key_prefix)
         self.core = StratifiedRungs([o.direction for o in self.objectives], max_t=max_t,
                                     grace_period=grace_period, reduction_factor=reduction_factor,
-                                    brackets=brackets)
+                                    brackets=brackets, predict=predict)
         self.stratum = stratum or (lambda config: default_stratum(config, categorical))
 
     def on_trial_add(self, tune_controller, trial) -> None:

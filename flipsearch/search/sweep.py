@@ -433,7 +433,7 @@ def _scheduler(space: SearchSpace, out: Storage):
     kw = dict(time_attr="epoch", max_t=max_t, grace_period=space.grace_period,
               reduction_factor=space.reduction_factor)
     if space.scheduler == StratifiedMOASHAScheduler.name:
-        categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, d in space.methods.items()}
+        categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, dists in space.methods.items()}
         scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
     else:
         scheduler = MOASHAScheduler(space.objectives, space.constraints, **kw)
