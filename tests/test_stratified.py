@@ -106,9 +106,28 @@ def test_state_round_trip_and_a_resume_with_another_scheduler_is_refused(tmp_pat
         sch.on_trial_add(None, SimpleNamespace(trial_id="t9", config={"config": {"method": "ce", "hparams": {}}}))
     assert back.core.brackets["t9"] == s.core.brackets["t9"]
     with pytest.raises(UsageError):                                      # other bracket count
-        StratifiedMOASHAScheduler(OBJS, max_t=9).restore(str(path))
+        StratifiedMOASHAScheduler(OBJS, max_t=9, brackets=1).restore(str(path))
+    with pytest.raises(UsageError):                                      # no prediction
+        StratifiedMOASHAScheduler(OBJS, max_t=9, brackets=2, predict=False).restore(str(path))
     with pytest.raises(UsageError):                                      # stratified state -> mo-asha
         MOASHAScheduler(OBJS, max_t=9).restore(str(path))
     plain = MOASHAScheduler(OBJS, max_t=9)
     with pytest.raises(UsageError):                                      # mo-asha state -> stratified
         StratifiedMOASHAScheduler(OBJS, max_t=9).load_state_dict(plain.state_dict())
+
+
+def test_once_strata_have_a_complete_trial_they_compete_on_predicted_final_values():
+    r = StratifiedRungs(ACC_NFR, max_t=9, predict=True)
+    for tid, st in (("fd0", "fd"), ("mpt0", "mpt"), ("fd1", "fd"), ("mpt1", "mpt"), ("mpt2", "mpt"), ("x", "new")):
+        r.assign(tid, st)
+    # One complete trial per stratum: fd starts high and barely moves, mpt starts low and climbs.
+    for tid, rung1, final in (("fd0", (0.80, 0.01), (0.81, 0.010)), ("mpt0", (0.40, 0.09), (0.85, 0.008))):
+        assert r.on_result(tid, 1, rung1) == "continue"
+        r.on_result(tid, 9, final)                                     # its last report (t = max_t)
+    assert r.finals == {"fd0": (0.81, 0.01), "mpt0": (0.85, 0.008)}
+    # Predicted finals: fd1 0.79 + 0.01, mpt1 0.38 + 0.45 = 0.83 (and fewer flips): mpt1 ranks first.
+    assert r.on_result("fd1", 1, (0.79, 0.012)) == "stop"              # n=3, dominated by fd0's prediction
+    assert r.on_result("mpt1", 1, (0.38, 0.088)) == "continue"         # raw values: dominated by every fd
+    assert r.on_result("mpt2", 1, (0.20, 0.20)) == "stop"
+    # A stratum with no complete trial yet is still ranked within itself: first there, it goes on.
+    assert r.on_result("x", 1, (0.0, 1.0)) == "continue"
