@@ -22,7 +22,7 @@ Figures, per scenario and variant, median [IQR] over orderings:
   over the full-budget front's test hypervolume (a variant that has finished earlier keeps
   its final front);
 - used: the variant's whole compute over the full budget.
-Hypervolume: `flipsearch.report.pareto` (`pareto_mask`, `hypervolume`, `default_reference`:
+Hypervolume: `flipsearch._pareto` (`pareto_mask`, `hypervolume`) and `report.pareto.default_reference` (
 reference 0 / 1 for accuracy_new:max / nfr:min). Only complete configurations (full budget,
 status ok) count; a stopped one has no test values and is never on a front.
 
@@ -182,7 +182,7 @@ class Scorer:
         self.full_val, self.full_test, self.front = self.hv(all_ok)
 
     def hv(self, idx) -> tuple[float, float, np.ndarray]:
-        from flipsearch.report.pareto import hypervolume, pareto_mask
+        from flipsearch._pareto import hypervolume, pareto_mask
 
         idx = np.asarray(idx, dtype=int)
         if idx.size == 0:

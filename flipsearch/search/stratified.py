@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..objectives import Constraint, Objective
+from ..objectives import SELECTION_PREFIX, Constraint, Objective
 from .scheduler import MOASHAScheduler, ParetoRungs
 
 STATE_VERSION = 1
@@ -124,6 +124,8 @@ class StratifiedRungs(ParetoRungs):
 
     def on_result(self, trial_id: str, t: float, values: Sequence[float], violation: float = 0.0,
                   *, final: bool = False) -> str:
+        """`ParetoRungs.on_result`, keeping a complete trial's final values (t >= max_t) for
+        the predictions."""
         if self.predict and float(t) >= self.max_t and trial_id not in self.stopped:
             vals = tuple(float(x) for x in values)
             if all(math.isfinite(x) for x in vals):
@@ -162,11 +164,14 @@ class StratifiedRungs(ParetoRungs):
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """`ParetoRungs.state_dict` plus strata, brackets and complete trials' final values."""
         return {**super().state_dict(), "strata": dict(self.strata), "brackets": dict(self.brackets),
                 "n_brackets": self.n_brackets, "predict": self.predict,
                 "finals": {tid: list(v) for tid, v in self.finals.items()}, "stratified_version": STATE_VERSION}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore `state_dict()` output; refused for another scheduler, bracket count or
+        prediction setting."""
         if state.get("stratified_version") != STATE_VERSION:
             raise UsageError("the saved scheduler state is not a stratified MO-ASHA state "
                              f"(stratified_version {state.get('stratified_version')!r}); resume with the "
@@ -192,7 +197,7 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
 
     def __init__(self, objectives: Iterable[Objective], constraints: Iterable[Constraint] = (), *,
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
-                 reduction_factor: float = 3, key_prefix: str = "val_",
+                 reduction_factor: float = 3, key_prefix: str = SELECTION_PREFIX,
                  stratum: Stratum | None = None, categorical: Mapping[str, Iterable[str]] | None = None,
                  brackets: int = 2, predict: bool = True):
         super().__init__(objectives, constraints, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
@@ -203,6 +208,7 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
         self.stratum = stratum or (lambda config: default_stratum(config, categorical))
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        """Ray's call for a new trial: put it (or each member of its pack) in its stratum."""
         super().on_trial_add(tune_controller, trial)
         config = trial.config or {}
         if "pack" in config:  # a pack: its members are ranked by their trial uids
@@ -212,8 +218,10 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
             self.core.assign(trial.trial_id, self.stratum(config))
 
     def rung_counts_by_stratum(self) -> dict[str, dict[float, dict[str, int]]]:
+        """Per stratum and rung: trials recorded, continued, stopped."""
         return self.core.rung_counts_by_stratum()
 
     def debug_string(self) -> str:
+        """MO-ASHA's status line, named, with the number of strata."""
         return super().debug_string().replace("Using MO-ASHA", "Using stratified MO-ASHA", 1) + \
             f"\nstrata: {len(set(self.core.strata.values()))}"
