@@ -68,7 +68,7 @@ RECIPE_SEARCH = {h.name: h for h in (
     HParam("schedule", "choice", "none", choices=("none", "cosine"), help="the update's lr schedule"),
 )}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
-SCHEDULERS = ("fifo", "mo-asha")
+SCHEDULERS = ("fifo", "mo-asha", "stratified-asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

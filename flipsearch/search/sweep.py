@@ -403,17 +403,25 @@ def _reference_counts(out: Storage, run_id: str) -> tuple[int, int]:
 
 def _scheduler(space: SearchSpace, out: Storage):
     """None (FIFO: every trial runs its full budget) or the multi-objective ASHA scheduler
-    over the sweep's validation objectives, with the rungs of an earlier run restored."""
+    (`search.scheduler`: mo-asha or stratified-asha) over the sweep's validation objectives,
+    with the rungs of an earlier run restored."""
     if space.scheduler == "fifo":
         return None
     from .method_rungs import MethodMOASHAScheduler
     from .scheduler import MOASHAScheduler
+    from .stratified import StratifiedMOASHAScheduler
 
     # a per-method budget ranks each method's trials against its own: equal compute per method
     kind = MethodMOASHAScheduler if space.budget == "per-method" else MOASHAScheduler
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
-    scheduler = kind(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
-                     grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    kw = dict(time_attr="epoch", max_t=max_t, grace_period=space.grace_period,
+              reduction_factor=space.reduction_factor)
+    if space.scheduler == StratifiedMOASHAScheduler.name:
+        # its strata include the method, so a per-method budget's trials are ranked per method there too
+        categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, dists in space.methods.items()}
+        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
+    else:
+        scheduler = kind(space.objectives, space.constraints, **kw)
     state = RunDir(out).read_scheduler_state()
     if state is not None:
         scheduler.load_state_dict(state)
