@@ -7,6 +7,7 @@
     rows = read_results("runs/smoke")          # a pandas DataFrame, one row per trial
     report = build_report("runs/smoke")        # fronts, tables, recommendation
     report.write("runs/smoke/report")
+    verdict = gate("m1.pt", "m2.pt", "digits", max_nfr=0.01)   # may the update ship?
 """
 
 from __future__ import annotations
@@ -42,11 +43,58 @@ def sweep(space: "str | Sequence[str] | Any", *, out: str, resume: bool = False,
 
 
 def build_report(out: str, objectives: Sequence[str] | None = None, constraints: Sequence[str] | None = None,
-                 progress=None):
-    """The report of the sweep in `out` (call `.write(dir)` for the files, `.to_json()`)."""
+                 progress=None, flips: bool = True):
+    """The report of the sweep in `out` (call `.write(dir)` for the files, `.to_json()`).
+
+    Args:
+        out: the sweep's output directory (a path or URI).
+        objectives, constraints: "metric:max|min" / "metric<=value" strings replacing the sweep's own.
+        progress: called as `progress(step, done, total)` at each step.
+        flips: re-run each scenario's recommendation and ce baseline to audit their flips.
+    """
     from .report.build import build_report as _build
 
-    return _build(out, objectives or None, constraints or None, progress=progress)
+    return _build(out, objectives or None, constraints or None, progress=progress, flips=flips)
+
+
+def report_dir(out: str, report_dir: str | None = None) -> str:
+    """Where the report of the sweep in `out` is written: `report_dir`, or OUT/report by
+    default. An existing file there is refused (one line) before any work."""
+    from .report.export import check_report_dir, default_report_dir
+
+    return check_report_dir(report_dir or default_report_dir(out))
+
+
+def gate(old: str, new: str, dataset: str, rules=None, **options: Any):
+    """May the update from checkpoint `old` (M1) to `new` (M2) ship? `rules` is a
+    `flipsearch.gate.GateRules` (or its fields as keyword options: `max_nfr=0.01`, …);
+    `options` also take `split`, `arrangement`, `seed`, `model`, `data_root`, `device`.
+    Returns a `GateVerdict` (`.passed`, `.summary()`, `.to_json()`)."""
+    from .gate import gate as _gate
+
+    rules, options = _rules(rules, options)
+    return _gate(old, new, dataset, rules, **options)
+
+
+def gate_trial(out: str, trial: str, rules=None, **options: Any):
+    """`gate` for the kept model of trial `trial` (a `trial_uid` or a unique prefix) of the
+    sweep in `out`, against its M1 on the row's own test set."""
+    from .gate import gate_trial as _gate_trial
+
+    rules, options = _rules(rules, options)
+    return _gate_trial(out, trial, rules, **options)
+
+
+def _rules(rules, options: dict[str, Any]):
+    import dataclasses
+
+    from .gate import GateRules
+
+    fields = {f.name for f in dataclasses.fields(GateRules)}
+    given = {k: options.pop(k) for k in list(options) if k in fields}
+    if rules is not None and given:
+        raise TypeError(f"give the rules either as a GateRules or as options, not both ({', '.join(given)})")
+    return (rules if rules is not None else GateRules(**given)), options
 
 
 def list_methods() -> dict[str, dict]:
@@ -57,4 +105,5 @@ def list_methods() -> dict[str, dict]:
                    "hyperparameters": [h.describe() for h in m.hparams]} for name, m in methods().items()}
 
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "list_methods"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "report_dir",
+           "list_methods", "gate", "gate_trial"]

@@ -141,11 +141,20 @@ def _config(**kw):
 @click.option("--old-model", default=None, type=click.Path(), help="Your trained M1 (state_dict), instead of training one.")
 @click.option("--save-model", default=None, type=click.Path(), help="Save M2's state_dict here (and M1's beside it as *.m1.pt).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch's intra-op threads (default: torch's own). Float sums follow the thread count: "
+                   "a sweep row's reproduce command gives the row's, for a bitwise re-run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (config, metrics, timings).")
-def trial(method, model, settings, critical_classes, critical_mask, old_model, save_model, device, as_json, **scen):
+def trial(method, model, settings, critical_classes, critical_mask, old_model, save_model, device, threads, as_json,
+          **scen):
     """Run one update trial: train M1, update it into M2 with METHOD, report every metric
     on the validation split (val_*) and the test set."""
     from .trial import run_trial
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     cfg = _config(method=method, model=model, critical_classes=_parse_classes(critical_classes),
                   critical_mask=critical_mask, old_model=old_model, device=device, **scen)
@@ -298,9 +307,10 @@ def list_cmd(as_json):
               help="Override the file's constraints (repeatable), e.g. 'accuracy_new>=0.9'.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random", "grid"]), default=None,
               help="Optuna sampler (default: the file's, else nsga2).")
-@click.option("--scheduler", type=click.Choice(["fifo", "mo-asha"]), default=None,
+@click.option("--scheduler", type=click.Choice(["fifo", "mo-asha", "stratified-asha"]), default=None,
               help="fifo: every trial runs its full budget; mo-asha: multi-objective successive halving "
-                   "stops dominated trials early (default: the file's, else fifo).")
+                   "stops dominated trials early; stratified-asha: the same, each trial ranked against its "
+                   "own method and categorical choices (default: the file's, else fifo).")
 @click.option("--trials", "trials_per_scenario", type=click.IntRange(min=1), default=None,
               help="Trials per scenario (overrides search.trials_per_scenario).")
 @click.option("--replicates", type=click.IntRange(min=0), default=None,
@@ -359,14 +369,18 @@ def _resume_command(space_files, out) -> str:
 @click.option("--no-flips", is_flag=True,
               help="Skip re-running each scenario's recommendation and ce baseline for the flip comparison "
                    "(two trials per scenario; seconds each on digits).")
-def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips):
+@click.option("--counts", is_flag=True,
+              help="Print the counts and intervals under each value too (summary.md and index.html always have "
+                   "them); tables wider than the terminal are stacked, one row after the other.")
+def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips, counts):
     """Pareto fronts, the method x arrangement table, plots and a recommendation for the sweep in OUT.
 
     Writes index.html (self-contained), summary.md, front.parquet, trials.csv and PNG plots to --out.
     Fronts are chosen on validation metrics and reported on test.
     """
-    from .report.build import build_report, default_report_dir
-    from .report.render import render_terminal
+    from .api import build_report
+    from .api import report_dir as where
+    from .report.terminal import render_terminal
 
     show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
 
@@ -374,13 +388,14 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
         if show:
             click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
 
+    target = where(sweep_dir, report_dir)                    # an --out that is a file: refused before any work
     rep = build_report(sweep_dir, objectives or None, constraints or None, progress=progress, flips=not no_flips)
     progress("writing index.html, summary.md and the plots", 1, 1)
-    written = rep.write(report_dir or default_report_dir(sweep_dir))
+    written = rep.write(target)
     if output_format == "json":
         click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
     else:
-        click.echo(render_terminal(rep), nl=False)
+        click.echo(render_terminal(rep, counts=counts), nl=False)
         click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, trials.csv, "
                    f"{len(written) - 4} plots)")
 
@@ -422,6 +437,91 @@ def compare(old_path, new_path, dataset, model, split, arrangement, seed, old_fr
     else:
         click.echo(audit.summary(), nl=False)
         click.echo(f"  files: {files['index.html']} (and audit.json, flips.parquet)")
+
+
+class MaxRate(click.ParamType):
+    """`--max METRIC=T`: a rate metric and its threshold."""
+
+    name = "METRIC=T"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        metric, sep, text = str(value).partition("=")
+        try:
+            return metric.strip(), float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not METRIC=THRESHOLD, e.g. er_new=0.1", param, ctx)
+
+
+@cli.command()
+@click.argument("sweep_dir", metavar="[OUT]", required=False)
+@click.option("--trial", "trial_uid", default=None, help="With OUT: the kept trial to gate (its trial_uid or a prefix).")
+@click.option("--old", "old_path", default=None, type=click.Path(), help="M1's checkpoint (a state_dict, .pt).")
+@click.option("--new", "new_path", default=None, type=click.Path(), help="M2's checkpoint (a state_dict, .pt).")
+@click.option("--dataset", default=None, help="With --old/--new: digits, fashion-mnist, cifar10, cifar100, "
+                                              "imagefolder:PATH, arrays:PATH")
+@click.option("--model", default=None, help="Architecture of both (default: by dataset).")
+@click.option("--split", default="test", show_default=True,
+              help="test, val (the arrangement's validation set), update (D_update) or train (D_train).")
+@click.option("--arrangement", default="exclusive-op", show_default=True, help="Arrangement of --split update/train/val.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the arrangement's split.")
+@click.option("--old-fraction", default=0.5, show_default=True, type=float, help="class-incremental: share of old classes.")
+@click.option("--max-nfr", type=float, default=None, help="Rule: NFR's upper bound must be at most this rate.")
+@click.option("--max-br", type=float, default=None, help="Rule: BR's upper bound must be at most this rate.")
+@click.option("--min-accuracy-gain", type=float, default=None,
+              help="Rule: fail when the accuracy gain is significantly below this (0: no significant regression; "
+                   "exact McNemar).")
+@click.option("--critical-classes", default=None, help="Comma-separated class ids whose samples are critical, e.g. 0,6.")
+@click.option("--max-critical-nfr", type=float, default=None,
+              help="Rule: NFR on the critical samples must be at most this (0: no critical flip at all).")
+@click.option("--per-class-max-br", type=float, default=None,
+              help="Rule: every class's BR at most this (upper bounds, Holm-corrected over the classes).")
+@click.option("--max", "max_rates", type=MaxRate(), multiple=True,
+              help="Rule on any rate: nfr, br, er_new, their critical_ and _old_classes forms (repeatable).")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence of every bound and test.")
+@click.option("--data-root", default=None, help="Where torchvision datasets live.")
+@click.option("--download", is_flag=True, help="Download a torchvision dataset that is not on disk.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole verdict as one JSON document.")
+def gate(sweep_dir, trial_uid, old_path, new_path, dataset, model, split, arrangement, seed, old_fraction, max_nfr,
+         max_br, min_accuracy_gain, critical_classes, max_critical_nfr, per_class_max_br, max_rates, confidence,
+         data_root, download, device, as_json):
+    """May this update ship? Exact bounds and tests on two models' predictions.
+
+    \b
+      flipsearch gate --old m1.pt --new m2.pt --dataset digits --max-nfr 0.02 --min-accuracy-gain 0
+      flipsearch gate OUT --trial UID --max-nfr 0.01 --per-class-max-br 0.05
+
+    Each rule prints its estimate, its bound and the counts. Exit status 0: every rule
+    passes; 1: a rule fails; 2: bad input."""
+    from . import api
+    from .gate import GateRules
+
+    rules = GateRules(max_nfr=max_nfr, max_br=max_br, min_accuracy_gain=min_accuracy_gain,
+                      critical_classes=_parse_classes(critical_classes), max_critical_nfr=max_critical_nfr,
+                      per_class_max_br=per_class_max_br, max_rates=tuple(max_rates), confidence=confidence).check()
+    pair = (old_path, new_path, dataset)
+    if sweep_dir is not None:
+        if any(pair):
+            raise UsageError("gate either OUT --trial UID or --old/--new/--dataset, not both")
+        if not trial_uid:
+            raise UsageError("gate OUT needs --trial UID (the kept trial to gate)")
+        verdict = api.gate_trial(sweep_dir, trial_uid, rules, device=device)
+    else:
+        if trial_uid:
+            raise UsageError("--trial goes with a sweep directory: flipsearch gate OUT --trial UID")
+        if not all(pair):
+            raise UsageError("gate needs --old M1.pt --new M2.pt --dataset D (or OUT --trial UID)")
+        verdict = api.gate(old_path, new_path, dataset, rules, model=model, split=split, arrangement=arrangement,
+                           seed=seed, old_fraction=old_fraction, data_root=data_root, download=download,
+                           device=device)
+    if as_json:
+        click.echo(json.dumps(verdict.to_json(), indent=2, allow_nan=False))
+    else:
+        click.echo(verdict.summary(), nl=False)
+    if not verdict.passed:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

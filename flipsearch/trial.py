@@ -24,10 +24,11 @@ from .errors import DivergedError, UsageError
 from .methods import UpdateContext, get_method
 from .metrics import compute_metrics
 from .models import build_model, expand_outputs
+from .objectives import SELECTION_PREFIX
 from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
 from .train import pick_device, predict_logits
 
-VAL_PREFIX = "val_"
+VAL_PREFIX = SELECTION_PREFIX
 # epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
 EpochReport = Callable[[int, dict[str, float], float], bool]
 
@@ -48,6 +49,7 @@ class TrialResult:
     scenario: dict[str, Any] = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
     old_model: torch.nn.Module | None = field(default=None, repr=False)  # M1
+    numerics: dict[str, Any] = field(default_factory=dict)  # what decides its floats (`flipsearch.numerics`)
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class TrialResult:
         return {"status": self.status, "error": self.error, "epochs": self.epochs, "config": self.config.to_dict(),
                 "metrics": {k: _json_num(v) for k, v in self.metrics.items()},
                 "scenario": self.scenario, "references": self.references, "info": self.info,
+                "numerics": self.numerics,
                 "timings": {k: round(v, 4) for k, v in self.timings.items()}}
 
 
@@ -70,6 +73,8 @@ def load_data(cfg: TrialConfig) -> Dataset:
 
 
 def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
+    """The trial's scenario (D_train, D_update, validation and test splits): an explicit one, or the
+    arrangement of `dataset` (loaded when not given)."""
     if cfg.explicit:
         return explicit_scenario(*cfg.explicit, val_path=cfg.val_path, val_fraction=cfg.val_fraction)
     if dataset is None:
@@ -78,6 +83,8 @@ def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
 
 
 def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor | None:
+    """The bool mask over the test set of the samples that must not flip (from `critical_mask` or
+    `critical_classes`), or None."""
     if cfg.critical_mask:
         import numpy as np
 
@@ -181,6 +188,12 @@ class PreparedTrial:
         result.timings["eval"] = time.perf_counter() - t
         result.timings.update({f"ref_{k}": v for k, v in self.refs.seconds.items() if k != "m1"})
 
+    def numerics(self) -> dict[str, Any]:
+        """This trial's numerics (torch version, threads, device, precision): its row's columns."""
+        from .numerics import numerics
+
+        return numerics(self.device, self.m1_recipe.amp, self.update_recipe.amp)
+
     def describe(self) -> dict[str, Any]:
         return {k: v for k, v in describe(self.scenario).items() if k not in ("per_class", "class_names")}
 
@@ -195,7 +208,7 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     method = get_method(cfg.method)
     prep = PreparedTrial(cfg, store, dataset)
     epochs = prep.update_recipe.epochs
-    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status)
+    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, numerics=prep.numerics())
     try:
         result.old_model = prep.load_m1()
 

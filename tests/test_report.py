@@ -212,7 +212,7 @@ def _rebuild(command: str) -> tuple[dict, TrialConfig]:
     assert argv[:2] == ["flipsearch", "trial"]
     p = dict(cli.commands["trial"].make_context("trial", argv[2:]).params)
     settings = p.pop("settings")
-    p.pop("save_model"), p.pop("as_json")
+    p.pop("save_model"), p.pop("as_json"), p.pop("threads")
     p["critical_classes"] = tuple(int(c) for c in (p["critical_classes"] or "").split(",") if c)
     return p, _config(**p).with_settings(_parse_settings(settings))
 
@@ -238,6 +238,15 @@ def test_trial_command_and_scale():
     assert "--scale" not in command and notes == []
     command, notes = trial_command(pd.Series(dict(row("ce"), scale=0.05, test_scale=0.5)))
     assert "--scale 0.05" in command and "--test-scale 0.5" in command and notes == []
+
+
+def test_trial_command_carries_the_rows_thread_count_and_says_when_it_cannot_be_exact():
+    command, notes = trial_command(pd.Series(dict(row("ce"), threads=3)))
+    argv = shlex.split(command)
+    assert argv[-2:] == ["--threads", "3"] and notes == []
+    assert cli.commands["trial"].make_context("trial", argv[2:]).params["threads"] == 3
+    command, notes = trial_command(pd.Series(dict(row("ce"), pack_size=4)))
+    assert "--threads" not in command and len(notes) == 1 and "pack of 4" in notes[0]
 
 
 def test_hparams_of_types_values_by_schema():

@@ -6,11 +6,11 @@
     print(audit.summary())
 """
 
-from .compare import SPLITS, compare, load_state_dict, output_count, split_tensors
+from .compare import SPLITS, LoadedPair, compare, load_pair, load_state_dict, output_count, split_tensors
 from .core import FLIP_COLUMNS, FlipAudit, Predictions, Rate, flip_audit, format_metric, predict
 from .images import pixel_range, thumbnail_png, to_pixels
 from .page import AUDIT_FILES, GALLERY_LIMIT, render_html, write_audit
 
-__all__ = ["AUDIT_FILES", "FLIP_COLUMNS", "GALLERY_LIMIT", "SPLITS", "FlipAudit", "Predictions", "Rate", "compare",
+__all__ = ["AUDIT_FILES", "FLIP_COLUMNS", "GALLERY_LIMIT", "SPLITS", "FlipAudit", "LoadedPair", "load_pair", "Predictions", "Rate", "compare",
            "flip_audit", "format_metric", "load_state_dict", "output_count", "pixel_range", "predict",
            "render_html", "split_tensors", "thumbnail_png", "to_pixels", "write_audit"]

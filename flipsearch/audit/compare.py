@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -112,24 +113,28 @@ def _critical_mask(y, critical_classes: Sequence[int], critical_mask: Any, num_c
     return None
 
 
-def compare(old_path: str | os.PathLike, new_path: str | os.PathLike, dataset: str, *, model: str | None = None,
-            split: str = "test", arrangement: str = "exclusive-op", seed: int = 0, old_fraction: float = 0.5,
-            critical_classes: Sequence[int] = (), critical_mask: Any = None, out: str | os.PathLike | None = None,
-            data_root: str | os.PathLike | None = None, download: bool = False, device: str = "auto") -> FlipAudit:
-    """Audit the update from checkpoint `old_path` (M1) to `new_path` (M2) on `split` of
-    `dataset`; with `out`, also write index.html, audit.json and flips.parquet there.
+@dataclass(frozen=True, eq=False)
+class LoadedPair:
+    """Two checkpoints loaded into their architecture, and the split they are compared on."""
 
-    `model`: architecture of both (default by dataset: digits -> small, else cnn8).
-    `split`: test, val (the scenario's validation set, when it has one), update (D_update)
-    or train (D_train) of `arrangement` with `seed`. `critical_classes` or
-    `critical_mask` (bool per sample of the split, or a .npy path) add the critical_ metrics.
-    """
+    old: Any          # nn.Module (M1)
+    new: Any          # nn.Module (M2)
+    x: Any            # the split's inputs (normalised NCHW)
+    y: Any            # its labels
+    critical_mask: np.ndarray | None
+    dataset: Any      # the `Dataset`
+    model: str        # the architecture's name
+
+
+def load_pair(old_path: str | os.PathLike, new_path: str | os.PathLike, dataset: str, *, model: str | None = None,
+              split: str = "test", arrangement: str = "exclusive-op", seed: int = 0, old_fraction: float = 0.5,
+              critical_classes: Sequence[int] = (), critical_mask: Any = None,
+              data_root: str | os.PathLike | None = None, download: bool = False) -> LoadedPair:
+    """Load checkpoints `old_path` (M1) and `new_path` (M2) into `model` (default by dataset)
+    and pick `split` of `dataset` (see `compare`); every bad input is a one-line `UsageError`."""
     from ..arrangements import ARRANGEMENTS, make_scenario
     from ..data import load_dataset
     from ..models import DEFAULT_MODEL, build_model
-    from ..train import pick_device
-    from .images import pixel_range
-    from .page import write_audit
 
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
@@ -154,15 +159,38 @@ def compare(old_path: str | os.PathLike, new_path: str | os.PathLike, dataset: s
     source = ds if split == "test" else make_scenario(ds, arrangement, seed, old_fraction)
     x, y = split_tensors(source, split)
     mask = _critical_mask(y, tuple(critical_classes), critical_mask, ds.num_classes, split)
+    return LoadedPair(models["old"], models["new"], x, y, mask, ds, name)
 
+
+def compare(old_path: str | os.PathLike, new_path: str | os.PathLike, dataset: str, *, model: str | None = None,
+            split: str = "test", arrangement: str = "exclusive-op", seed: int = 0, old_fraction: float = 0.5,
+            critical_classes: Sequence[int] = (), critical_mask: Any = None, out: str | os.PathLike | None = None,
+            data_root: str | os.PathLike | None = None, download: bool = False, device: str = "auto") -> FlipAudit:
+    """Audit the update from checkpoint `old_path` (M1) to `new_path` (M2) on `split` of
+    `dataset`; with `out`, also write index.html, audit.json and flips.parquet there.
+
+    `model`: architecture of both (default by dataset: digits -> small, else cnn8).
+    `split`: test, val (the scenario's validation set, when it has one), update (D_update)
+    or train (D_train) of `arrangement` with `seed`. `critical_classes` or
+    `critical_mask` (bool per sample of the split, or a .npy path) add the critical_ metrics.
+    """
+    from ..train import pick_device
+    from .images import pixel_range
+    from .page import write_audit
+
+    pair = load_pair(old_path, new_path, dataset, model=model, split=split, arrangement=arrangement, seed=seed,
+                     old_fraction=old_fraction, critical_classes=critical_classes, critical_mask=critical_mask,
+                     data_root=data_root, download=download)
+    ds = pair.dataset
     dev = pick_device(device)
-    audit = flip_audit(models["old"].to(dev), models["new"].to(dev), x, y,
-                       class_names=ds.class_names or [str(c) for c in range(ds.num_classes)], critical_mask=mask)
+    audit = flip_audit(pair.old.to(dev), pair.new.to(dev), pair.x, pair.y,
+                       class_names=ds.class_names or [str(c) for c in range(ds.num_classes)],
+                       critical_mask=pair.critical_mask)
     audit.meta.update({
         "title": f"{Path(old_path).name} → {Path(new_path).name} on {ds.name} {split}",
-        "old": str(old_path), "new": str(new_path), "dataset": ds.name, "split": split, "model": name,
+        "old": str(old_path), "new": str(new_path), "dataset": ds.name, "split": split, "model": pair.model,
         **({"arrangement": arrangement, "seed": seed} if split != "test" else {}),
     })
     if out is not None:
-        write_audit(audit, out, x, value_range=pixel_range(ds.x_train))
+        write_audit(audit, out, pair.x, value_range=pixel_range(ds.x_train))
     return audit

@@ -58,6 +58,7 @@ def parse_path_spec(text: str, allowed: tuple[str, ...] = ("size",)) -> tuple[Pa
 
 
 def image_size_option(options: dict[str, str], default: int | None) -> int | None:
+    """The `size=N` option of a user dataset (1..4096 pixels), or `default` when not given."""
     if "size" not in options:
         return default
     try:
@@ -172,12 +173,14 @@ def features_dataset(name: str, x_train: np.ndarray, y_train, x_test: np.ndarray
                      num_classes: int, class_names: tuple[str, ...]) -> Dataset:
     """Feature vectors [N, D] -> `Dataset` of [N, 1, 1, D], each feature standardised with
     the training pool's mean and std (std of a constant feature taken as 1)."""
-    xtr = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
-    xte = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
-    mean = xtr.mean(dim=0, keepdim=True)
-    std = xtr.std(dim=0, keepdim=True) if xtr.shape[0] > 1 else torch.ones_like(mean)
-    std = torch.where(std > 1e-12, std, torch.ones_like(std))
-    shape = lambda t: ((t - mean) / std).reshape(t.shape[0], 1, 1, t.shape[1])  # noqa: E731
+    # float64 statistics by NumPy (single-threaded reductions): the same bits whatever
+    # torch's thread count, so a trial's data never depends on the process that loaded it.
+    xtr, xte = np.asarray(x_train, dtype=np.float64), np.asarray(x_test, dtype=np.float64)
+    mean = xtr.mean(axis=0)
+    std = xtr.std(axis=0, ddof=1) if xtr.shape[0] > 1 else np.ones_like(mean)
+    std = np.where(std > 1e-12, std, 1.0)
+    shape = lambda t: torch.from_numpy(  # noqa: E731
+        np.ascontiguousarray(((t - mean) / std).astype(np.float32)).reshape(t.shape[0], 1, 1, t.shape[1]))
     return Dataset(name, shape(xtr), torch.as_tensor(np.asarray(y_train), dtype=torch.int64),
                    shape(xte), torch.as_tensor(np.asarray(y_test), dtype=torch.int64),
                    num_classes, class_names)

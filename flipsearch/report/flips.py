@@ -13,8 +13,9 @@ negative flips split three ways:
 
 The page pieces are the audit's own (`flipsearch.audit.page`: the flip matrix table and the
 gallery cards), so the report and `flipsearch compare` draw flips the same way. A re-run
-whose NFR differs from the recorded row is flagged (non-deterministic kernels, a changed
-environment), never silently shown as the row's.
+whose NFR differs from the recorded row is flagged, never silently shown as the row's, with
+why it cannot be exact when the row's numerics (torch, device, precision, threads; see
+`flipsearch.numerics`) differ from the re-run's.
 """
 
 from __future__ import annotations
@@ -36,11 +37,14 @@ GALLERY_LIMIT = 60
 
 @dataclass
 class FlipSide:
+    """One re-run trial of a flip comparison (the recommendation or the ce baseline): its configuration, its
+    flip audit and whether it reproduced its recorded row."""
     label: str                       # "recommendation" or "ce baseline"
     config: Any                      # TrialConfig
     audit: Any                       # flipsearch.audit.FlipAudit
     recorded_nfr: float | None       # the recorded row's NFR for this exact configuration and seed
     seconds: float
+    not_exact: list[str] = field(default_factory=list)  # why this re-run cannot equal the row bitwise
 
     @property
     def nfr(self) -> float:
@@ -59,6 +63,8 @@ class FlipSide:
 
 @dataclass
 class FlipComparison:
+    """A scenario's flip comparison: the recommendation and the ce baseline re-run and audited, with the
+    thumbnails of their flipped samples (or why it could not run)."""
     scenario: str
     rec: FlipSide | None = None
     ce: FlipSide | None = None       # None when the recommendation is the ce baseline itself
@@ -86,7 +92,7 @@ class FlipComparison:
             if s is None:
                 return None
             return {"config": s.config.to_dict(), "seed": s.config.seed, "seconds": round(s.seconds, 3),
-                    "recorded_nfr": s.recorded_nfr, "reproduced": s.reproduced,
+                    "recorded_nfr": s.recorded_nfr, "reproduced": s.reproduced, "not_exact": s.not_exact,
                     "metrics": {k: (v.to_json() if hasattr(v, "to_json") else int(v))
                                 for k, v in s.audit.metrics.items()},
                     "flip_matrix": s.audit.flip_matrix.astype(int).tolist(),
@@ -98,8 +104,8 @@ class FlipComparison:
                 "only_baseline": [int(i) for i in self.only_ce], "seconds": round(self.seconds, 3)}
 
 
-def _recorded_nfr(rows: pd.DataFrame, cfg) -> float | None:
-    """The test NFR a row of `rows` recorded for exactly this configuration and seed, if one did."""
+def _recorded_row(rows: pd.DataFrame, cfg) -> pd.Series | None:
+    """The row of `rows` that recorded exactly this configuration and seed with a test NFR, if one did."""
     from ..results import decode_config
 
     ok = rows[(rows["status"] == "ok") & (rows["method"] == cfg.method) & (rows["seed"] == cfg.seed)]
@@ -110,7 +116,7 @@ def _recorded_nfr(rows: pd.DataFrame, cfg) -> float | None:
         except Exception:  # noqa: BLE001 - a row that no longer decodes is not this configuration
             same = False
         if same and pd.notna(r.get("nfr")):
-            return float(r["nfr"])
+            return r
     return None
 
 
@@ -128,33 +134,39 @@ def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset) -> FlipS
     audit = flip_audit(result.old_model, result.model, scenario.x_test, y, class_names=names,
                        critical_mask=None if mask is None else mask.cpu().numpy().astype(bool),
                        old_num_classes=scenario.num_old_classes)
-    return FlipSide(label, cfg, audit, _recorded_nfr(rows, cfg), time.perf_counter() - t0)
+    from ..numerics import rerun_differences
+
+    row = _recorded_row(rows, cfg)
+    return FlipSide(label, cfg, audit, None if row is None else float(row["nfr"]), time.perf_counter() - t0,
+                    [] if row is None else rerun_differences(row, result.numerics))
 
 
 def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
                   limit: int = GALLERY_LIMIT, threads: int = 1) -> FlipComparison:
     """Re-run the recommendation `point` (a row of the scenario) and the ce baseline at its
     seed, audit both against their M1 on the test set. `threads`: torch's intra-op threads
-    for the re-runs, as a sweep trial had (its CPUs per trial; float sums depend on the
-    thread count, so another count can change a result). Any failure is kept as `error`
+    for the re-runs when the row does not record its own (float sums depend on the thread
+    count, so another count can change a result). Any failure is kept as `error`
     (the report then says why the section is missing) rather than raised."""
     import torch
 
     from ..audit import pixel_range, thumbnail_png, to_pixels
     from ..references import ReferenceStore
     from ..results import decode_config
-    from ..storage import Storage
+    from ..rundir import RunDir
     from ..trial import load_data, load_scenario
 
     t0 = time.perf_counter()
     cmp = FlipComparison(key)
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(max(1, int(threads)))
+        from ..numerics import threads_of
+
+        torch.set_num_threads(max(1, threads_of(point) or int(threads)))
         cfg = decode_config(point)
         if cfg.device != "auto":
             cfg = cfg.replace(device="auto")
-        store = ReferenceStore(Storage.open(out_uri).sub("references"))
+        store = ReferenceStore(RunDir(out_uri).sub(RunDir.REFERENCES))
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
         rec_is_ce = cfg.method == BASELINE_METHOD and is_default_ce(point)
@@ -199,7 +211,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
     """The scenario's flip section: both flip matrices side by side, then the three
     galleries (both break / only the recommendation / only ce)."""
     from ..audit.core import format_metric
-    from ..audit.page import _cards, _flip_matrix
+    from ..audit.page import flip_cards, flip_matrix_html
 
     if cmp.error or cmp.rec is None:
         return f"<p class=\"note\">No flip comparison: {escape(cmp.error or 'nothing to compare')}.</p>"
@@ -211,7 +223,8 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
         elif s.reproduced:
             repro = "reproduces the recorded row"
         else:
-            repro = f"differs from the recorded row (recorded NFR {s.recorded_nfr * 100:.2f} %)"
+            repro = f"differs from the recorded row (recorded NFR {s.recorded_nfr * 100:.2f} %" + (
+                f"; cannot be exact: {'; '.join(s.not_exact)})" if s.not_exact else ")")
         return (f"<p><b>{escape(s.label)}</b>: <code>{escape(s.config.method)}</code> "
                 f"{escape(_hp_text(s.config.hparams))}, seed {s.config.seed} — NFR "
                 f"{escape(format_metric('nfr', m['nfr']))}, BR {escape(format_metric('br', m['br']))}, "
@@ -220,10 +233,10 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
 
     sides = [cmp.rec] + ([cmp.ce] if cmp.ce else [])
     cols = "".join(f"<div class=\"flipcol\">{head(s)}<h4>true class × its M2's prediction</h4>"
-                   f"{_flip_matrix(s.audit)}</div>" for s in sides)
+                   f"{flip_matrix_html(s.audit)}</div>" for s in sides)
     out = [f"<div class=\"flipcols\">{cols}</div>"]
     if cmp.ce is None:
-        html, n = _cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
         out.append("<p class=\"note\">The recommendation is the ce baseline itself: there is nothing to tell apart."
                    f"</p><h4>Its negative flips ({n})</h4>{html}")
         return "\n".join(out)
@@ -235,7 +248,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
               "what plain retraining breaks and this update keeps (M2 = ce)")]
     gal = []
     for slug, title, samples, audit, note in parts:
-        html, n = _cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
         gal.append(f"<div class=\"flipset\" id=\"flips-{escape(cmp.scenario)}-{slug}\"><h4>{escape(title)} ({n})</h4>"
                    f"<p class=\"note\">{escape(note)}</p>{html}</div>")
     out.append(f"<div class=\"flipsets\">{''.join(gal)}</div>")

@@ -27,6 +27,7 @@ from .pareto import binding_constraints, closest_to_feasible, feasible_mask
 
 
 def rule_text(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> str:
+    """The recommendation rule in words, e.g. "lowest nfr subject to accuracy_new>=0.85"."""
     first = objectives[0]
     best = "highest" if first.direction == "max" else "lowest"
     cons = ", ".join(map(str, constraints)) if constraints else "no constraints"
@@ -56,11 +57,21 @@ def trial_command(row: pd.Series) -> tuple[str, list[str]]:
     `TrialConfig.to_argv`), and notes on anything it cannot reproduce."""
     from ..results import decode_config
 
+    from ..numerics import threads_of
+
     notes: list[str] = []
     cfg = decode_config(row)
     if cfg.device != "auto":
         cfg = cfg.replace(device="auto")
-    return "flipsearch " + shlex.join(cfg.to_argv()), notes
+    argv = cfg.to_argv()
+    threads = threads_of(row)
+    if threads is not None:  # float sums follow the thread count: the row's, for a bitwise re-run
+        argv += ["--threads", str(threads)]
+    pack = row.get("pack_size")
+    if pack is not None and not pd.isna(pack) and int(pack) > 1:
+        notes.append(f"the row was trained in a pack of {int(pack)}: the command trains it alone, equal within "
+                     "float rounding, not bitwise")
+    return "flipsearch " + shlex.join(argv), notes
 
 
 # ----------------------------------------------------------------- recommendation
