@@ -20,7 +20,7 @@ import argparse
 import time
 
 import _timing  # noqa: F401
-from _timing import machine, set_threads
+from _timing import machine, parse_with_smoke, set_threads
 
 from flipsearch.references import ReferenceStore
 from flipsearch.report.pareto import hypervolume
@@ -36,7 +36,8 @@ def main() -> None:
     ap.add_argument("--arrangements", nargs="+", default=["exclusive-op", "class-incremental"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_with_smoke(ap, ["--dataset", "digits", "--model", "small", "--arrangements", "exclusive-op",
+                                 "--seeds", "0"])
     set_threads(args.threads)
     print(machine())
     base = TrialConfig(dataset=args.dataset, model=args.model, method="interp", val_fraction=0.2)

@@ -376,6 +376,8 @@ def cmd_smoke(args) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--smoke"]:  # the bench scripts' common smoke flag (tests/test_bench.py)
+        sys.argv[1:] = ["smoke"]
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("record", help="train N configurations per scenario, keep their curves")
