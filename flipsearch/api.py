@@ -7,6 +7,7 @@
     rows = read_results("runs/smoke")          # a pandas DataFrame, one row per trial
     report = build_report("runs/smoke")        # fronts, tables, recommendation
     report.write("runs/smoke/report")
+    update = load_update("runs/smoke", recommended=True)   # the kept M1, M2 and model card
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ def build_report(out: str, objectives: Sequence[str] | None = None, constraints:
     return _build(out, objectives or None, constraints or None, progress=progress)
 
 
+def load_update(out: str, trial: str | None = None, *, recommended: "str | bool | None" = None):
+    """The kept update of one trial of the sweep in `out` (`trial`: its uid or a unique
+    prefix; or `recommended=True` / `recommended="SCENARIO"`: the report's recommendation):
+    a `KeptUpdate` with `m1`, `m2` (CPU modules in eval mode) and `card` (the model card)."""
+    from .export import load_update as _load
+
+    return _load(out, trial, recommended=recommended)
+
+
+def export_update(out: str, to: str, trial: str | None = None, *, recommended: "str | bool | None" = None) -> list[str]:
+    """Write `load_update`'s m2.pt, m1.pt, card.json and card.md into the directory `to`."""
+    from .export import export_update as _export
+
+    return _export(out, to, trial, recommended=recommended)
+
+
 def list_methods() -> dict[str, dict]:
     """Every registered update method: its summary and hyperparameter schema."""
     from .methods import methods
@@ -57,4 +74,5 @@ def list_methods() -> dict[str, dict]:
                    "hyperparameters": [h.describe() for h in m.hparams]} for name, m in methods().items()}
 
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "list_methods"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "load_update",
+           "export_update", "list_methods"]
