@@ -184,13 +184,46 @@ def _recheck(cfg, scenario, m1, m2, recorded: dict[str, float]) -> dict[str, Any
             "nfr": float(got["nfr"]), "recorded_nfr": recorded.get("nfr")}
 
 
+@dataclass
+class KeptNetworks:
+    """A kept trial's M1 and M2 rebuilt on the CPU (eval mode), their state_dicts, and
+    where they came from."""
+
+    m1: Any
+    m2: Any
+    m1_state: dict
+    m2_state: dict
+    m1_source: str
+    sha256: str                    # of the kept model's file
+    environment: dict[str, Any]    # what the trial ran with
+
+
+def kept_networks(storage: Storage, uid: str, cfg, scenario) -> KeptNetworks:
+    """M1 and M2 of the kept trial `uid` (config `cfg`, its loaded `scenario`), checksums
+    verified; a one-line `UsageError` when either is missing, changed or does not fit."""
+    from .kept_models import read_model
+    from .models import build_model
+
+    payload, sha = read_model(storage, uid)
+    m1_state, m1_source = _m1_state(storage, payload.get("references") or {}, cfg, uid)
+    shape = scenario.dataset.input_shape
+    m1 = build_model(cfg.model_name, scenario.num_old_classes, shape)
+    m2 = build_model(cfg.model_name, scenario.num_classes, shape)
+    for model, state, what in ((m1, m1_state, m1_source), (m2, payload["state_dict"], f"models/{uid}.pt")):
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, KeyError) as e:
+            raise UsageError(f"{what} does not fit model {cfg.model_name!r}: {str(e).splitlines()[0]}") from None
+        model.eval()
+    return KeptNetworks(m1, m2, m1_state, payload["state_dict"], m1_source, sha, dict(payload.get("environment") or {}))
+
+
 def load_update(out: str, trial: str | None = None, *, recommended: str | bool | None = None) -> KeptUpdate:
     """The kept update of `trial` (a trial uid or a unique prefix), or with `recommended`
     the report's recommendation (`True`: the only scenario; a string: that scenario): M1,
     M2 and the model card. A missing or corrupt checkpoint, a trial that kept no model, an
     unknown trial or scenario: a one-line `UsageError`."""
-    from .kept_models import environment, read_model
-    from .models import build_model
+    from .kept_models import environment, require_model
     from .report.recommend import trial_command
     from .results import decode_config, read_results
     from .trial import load_scenario
@@ -204,20 +237,12 @@ def load_update(out: str, trial: str | None = None, *, recommended: str | bool |
         trial, about = recommended_trial(out, None if recommended is True else str(recommended))
     row = find_trial(rows, str(trial), storage.uri)
     uid = str(row["trial_uid"])
-    payload, kept_sha = read_model(storage, uid)
     cfg = decode_config(row).replace(device="cpu")
-    m1_state, m1_source = _m1_state(storage, payload.get("references") or {}, cfg, uid)
+    require_model(storage, uid)  # a trial without a model is refused before the data loads
     scenario = load_scenario(cfg)
-    shape = scenario.dataset.input_shape
-    m1 = build_model(cfg.model_name, scenario.num_old_classes, shape)
-    m2 = build_model(cfg.model_name, scenario.num_classes, shape)
-    for model, state, what in ((m1, m1_state, m1_source), (m2, payload["state_dict"], f"models/{uid}.pt")):
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, KeyError) as e:
-            raise UsageError(f"{what} does not fit model {cfg.model_name!r}: {str(e).splitlines()[0]}") from None
-        model.eval()
-    files = {"m2.pt": _state_bytes(payload["state_dict"]), "m1.pt": _state_bytes(m1_state)}
+    net = kept_networks(storage, uid, cfg, scenario)
+    m1, m2 = net.m1, net.m2
+    files = {"m2.pt": _state_bytes(net.m2_state), "m1.pt": _state_bytes(net.m1_state)}
     test = _metrics(row, "")
     card = {
         "trial_uid": uid, "study": str(row.get("study")), "trial_number": _int(row.get("trial_number")),
@@ -227,9 +252,9 @@ def load_update(out: str, trial: str | None = None, *, recommended: str | bool |
         "metrics": {"validation": _metrics(row, "val_"), "test": test},
         "replicates": _replicates(rows, row),
         "weights": {name: hashlib.sha256(b).hexdigest() for name, b in files.items()},
-        "kept_model": {"path": f"models/{uid}.pt", "sha256": kept_sha, "m1": m1_source},
+        "kept_model": {"path": f"models/{uid}.pt", "sha256": net.sha256, "m1": net.m1_source},
         "data": _split_hashes(scenario),
-        "trained_with": {**(payload.get("environment") or {}), "hostname": str(row.get("hostname") or "")},
+        "trained_with": {**net.environment, "hostname": str(row.get("hostname") or "")},
         "exported_with": environment(),
         "check": _recheck(cfg, scenario, m1, m2, test),
     }

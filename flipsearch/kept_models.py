@@ -105,6 +105,14 @@ def kept_uids(out: Storage | str) -> set[str]:
 # --------------------------------------------------------------------------- reading
 
 
+def require_model(out: Storage | str, trial_uid: str) -> None:
+    """A one-line `UsageError` unless `trial_uid` has a published model."""
+    store = models_storage(out)
+    if not store.exists(f"{trial_uid}.pt") or not store.exists(f"{trial_uid}.sha256"):
+        raise UsageError(f"trial {trial_uid} kept no model ({MODELS_DIR}/{trial_uid}.pt with its checksum is "
+                         "missing); rerun it with its reproduce command and --save-model")
+
+
 def read_model(out: Storage | str, trial_uid: str) -> tuple[dict, str]:
     """(the kept payload of `trial_uid`, the sha256 of its file). A missing model, a
     checksum mismatch (a changed or foreign file) or a file that is not a kept model of this
@@ -113,8 +121,7 @@ def read_model(out: Storage | str, trial_uid: str) -> tuple[dict, str]:
 
     store = models_storage(out)
     name = f"{MODELS_DIR}/{trial_uid}.pt"
-    if not store.exists(f"{trial_uid}.pt") or not store.exists(f"{trial_uid}.sha256"):
-        raise UsageError(f"trial {trial_uid} kept no model ({name} with its checksum is missing)")
+    require_model(out, trial_uid)
     data = store.read_bytes(f"{trial_uid}.pt")
     want = store.read_bytes(f"{trial_uid}.sha256").decode(errors="replace").strip()
     got = hashlib.sha256(data).hexdigest()

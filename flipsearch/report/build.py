@@ -74,6 +74,7 @@ class FrontPoint:
     searched_hparams: dict[str, Any]
     within_noise_of: list[str] = field(default_factory=list)   # dominating points it is not told apart from
     beyond_noise_of: list[str] = field(default_factory=list)   # dominating points beyond the seed spread
+    kept: bool | None = None       # whether OUT/models/ holds its M2 (None: the sweep keeps none)
 
     @property
     def label(self) -> str:
@@ -310,12 +311,14 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     for i, key in enumerate(order):
         tell(f"scenario {key}", i + 1, steps)
         scenarios.append(_scenario(key, df[keys == key], objs, cons, searched, colors, reported))
+    _mark_kept(storage, meta, scenarios)
     if flips:
         for i, s in enumerate(scenarios):
             if s.recommendation.point is None:
                 continue
             cost = _expected_seconds(s)
-            tell(f"flips {s.key}: re-running the recommendation and the ce baseline (about {cost:.0f} s)",
+            tell(f"flips {s.key}: the recommendation against the ce baseline (a kept model is loaded, "
+                 f"a side without one re-run: at most about {cost:.0f} s)",
                  len(order) + i + 1, steps)
             s.flips = compare_flips(storage.uri, s.key, s.recommendation.point, s.test,
                                     threads=int(float((meta.get("search") or {}).get("cpus_per_trial")
@@ -328,6 +331,28 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     return Report(storage.uri, str(meta.get("name") or storage.uri.rstrip("/").rsplit("/", 1)[-1]), objs, cons,
                   scenarios, table, counts, searched, rows=df, early=early, reported=reported, meta=meta,
                   flips_requested=flips)
+
+
+def _mark_kept(storage: Storage, meta: dict, scenarios: list[ScenarioReport]) -> None:
+    """Which front points have a kept model; a note names those without one (a report on
+    other objectives or constraints than the sweep kept its front for)."""
+    from ..kept_models import kept_uids
+
+    keep = meta.get("keep") or "none"
+    if keep == "none":
+        return
+    kept = kept_uids(storage)
+    for s in scenarios:
+        for p in s.points:
+            p.kept = str(p.row.get("trial_uid")) in kept
+        missing = [p.label for p in s.points if not p.kept]
+        if missing:
+            what = (f"the front of {', '.join(meta.get('objectives') or [])}"
+                    + (f" under {', '.join(meta['constraints'])}" if meta.get("constraints") else "")
+                    if keep == "front" else "every finished trial")
+            s.notes.append(f"front point{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                           f"{'have' if len(missing) > 1 else 'has'} no kept model (the sweep kept {what}); "
+                           "`flipsearch export` cannot ship it: rerun it with its command and --save-model")
 
 
 def _expected_seconds(s: ScenarioReport) -> float:
@@ -516,7 +541,7 @@ def _scenario_json(rep: Report, s: ScenarioReport) -> dict:
             "val": metric_json(p.val, shown), "test": metric_json(p.test, shown),
             "seeds": {"n": p.n_seeds, "seeds": [int(x) for x in p.runs["seed"]] if "seed" in p.runs else [],
                       "test": _stats_json(p.stats, p.runs) if p.n_seeds > 1 else {}},
-            "within_noise_of": p.within_noise_of, "beyond_noise_of": p.beyond_noise_of,
+            "within_noise_of": p.within_noise_of, "beyond_noise_of": p.beyond_noise_of, "kept_model": p.kept,
         })
     return {
         "scenario": s.key, "dataset": s.dataset, "arrangement": s.arrangement, "model": s.model,
