@@ -246,7 +246,7 @@ def load_update(out: str, trial: str | None = None, *, recommended: str | bool |
     test = _metrics(row, "")
     card = {
         "trial_uid": uid, "study": str(row.get("study")), "trial_number": _int(row.get("trial_number")),
-        "run_id": str(row.get("run_id")), "sweep": storage.uri,
+        "run_id": str(row.get("run_id")), "sweep": public_uri(storage.uri),
         "config": json.loads(json.dumps(cfg.replace(device=str(row.get("device") or "auto")).to_dict(), default=str)),
         "reproduce": trial_command(row)[0],
         "metrics": {"validation": _metrics(row, "val_"), "test": test},
@@ -267,6 +267,16 @@ def export_update(out: str, to: str, trial: str | None = None, *, recommended: s
     """`load_update` and write its files into the directory `to`; returns their paths."""
     check_target(to)
     return load_update(out, trial, recommended=recommended).write(to)
+
+
+def public_uri(uri: str) -> str:
+    """`uri` without credentials (`s3://key:secret@bucket/…`) or options (`?endpoint_override=…`)."""
+    if "://" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    rest = rest.split("?", 1)[0]
+    head, sep, tail = rest.partition("/")
+    return f"{scheme}://{head.rsplit('@', 1)[-1]}{sep}{tail}"
 
 
 def _int(v) -> int | None:

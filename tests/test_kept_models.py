@@ -19,6 +19,8 @@ from flipsearch.kept_models import MODELS_DIR, Keeper, kept_uids, wanted
 from flipsearch.objectives import Constraint, Objective
 from flipsearch.storage import Storage
 
+from test_cluster import s3_out  # noqa: F401  (the local S3 server fixture)
+
 OBJECTIVES = (("accuracy_new", "max"), ("nfr", "min"))
 
 FRONT_SPACE = """
@@ -43,7 +45,7 @@ scenario:
   datasets: [digits]
   arrangements: [exclusive-op]
   models: [small]
-  training: {epochs: 1}
+  training: {epochs: 2}
 objectives: [accuracy_new:max, nfr:min]
 search: {sampler: random, trials_per_scenario: 5, seed: 2, concurrency: 2, pack: 2, keep: all}
 methods:
@@ -296,3 +298,52 @@ def test_the_reports_flip_comparison_loads_the_kept_recommendation(front_sweep):
     missing = [p.label for p in other.points if not p.kept]
     if missing:  # the other objectives' front holds trials the sweep did not keep: the report names them
         assert any(all(m in n for m in missing) and "no kept model" in n for n in other.notes)
+
+
+# ------------------------------------------------------------------ --keep all, then front on resume, and none
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_keep_all_keeps_pack_members_and_repairs_then_front_prunes_on_resume(ray_local, tiny_space, tmp_path):
+    from flipsearch import sweep
+    from flipsearch.results import read_results
+
+    path = tiny_space(ALL_SPACE)
+    out = str(tmp_path / "out")
+    summary = sweep(path, out=out, quiet=True)
+    rows = read_results(out)
+    ok = set(rows.loc[rows["status"] == "ok", "trial_uid"])
+    assert kept_uids(out) == ok and summary.models_kept == len(ok)
+    done = rows["status"] == "ok"
+    assert ((rows["pack_size"] == 2) & done).any() and ((rows["method"] == "neurecover") & done).any()  # both kept
+
+    # Resumed with --keep front: the models the front rules out go at once, new trials are judged as they land.
+    summary = sweep(path, out=out, resume=True, trials_per_scenario=7, keep="front", quiet=True)
+    rows = read_results(out)
+    assert summary.trials_run == 2 and kept_uids(out) == independent_front(rows)
+
+    none = str(tmp_path / "none")
+    sweep(path, out=none, trials_per_scenario=2, keep="none", quiet=True)
+    assert len(read_results(none)) == 2 and models_on_disk(none) == []
+
+
+# ------------------------------------------------------------------ an object store
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_s3_sweep_keeps_and_exports_its_front(ray_local, tiny_space, s3_out, tmp_path, monkeypatch):
+    from flipsearch import export_update, sweep
+    from flipsearch.results import read_results
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the driver's journal mirror goes here
+    path = tiny_space(FRONT_SPACE.replace("pack: 2, replicates: 1", "pack: 1"))
+    summary = sweep(path, out=s3_out, trials_per_scenario=4, quiet=True)
+    rows = read_results(s3_out)
+    front = independent_front(rows)
+    assert kept_uids(s3_out) == front and summary.models_kept == len(front)
+    written = export_update(s3_out, str(tmp_path / "ship"), recommended=True)
+    card = json.loads((tmp_path / "ship" / "card.json").read_text())
+    assert len(written) == 4 and card["trial_uid"] in front and card["check"]["test_metrics_reproduced"]
+    assert card["sweep"] == "s3://flipsearch/runs/uri"  # no credentials, no endpoint options in a card
