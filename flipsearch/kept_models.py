@@ -26,6 +26,7 @@ import io
 import platform
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from .errors import UsageError
@@ -145,14 +146,19 @@ def read_model(out: Storage | str, trial_uid: str) -> tuple[dict, str]:
 # --------------------------------------------------------------------------- which to keep
 
 
-_FRONT_COLUMNS = ("trial_uid", "study", "status", "replicate_of", "method")
+_ROW_COLUMNS = ("trial_uid", "study", "status", "replicate_of", "method")  # and hp_*, val_*
 
 
 def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     """The trial uids among `rows` whose models `mode` keeps: for `front`, every study's
     validation front (ok search trials, feasible under `constraints`, non-dominated under
     `objectives`, via `report.pareto.pareto_front`) and the replicates of its points; for
-    `all`, every ok row; for `none`, nothing."""
+    `all`, every ok row; for `none`, nothing.
+
+    While no trial of a study is feasible, its front is empty and a report recommends the
+    trial closest to feasible (least total violation, each constraint's scaled by its
+    metric's spread). Whatever the scales, that trial is non-dominated in violations, so
+    those trials keep their models (a dominated one can never be the closest)."""
     if mode == "none" or not len(rows) or "trial_uid" not in rows:
         return set()
     ok = rows[(rows["status"] == "ok").fillna(False).to_numpy(dtype=bool)] if "status" in rows else rows
@@ -160,7 +166,7 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
         return set(ok["trial_uid"].dropna().astype(str))
     from .objectives import Constraint, Objective
     from .report.baselines import BASELINE_REPLICATE, is_default_ce
-    from .report.pareto import pareto_front
+    from .report.pareto import feasible_mask, pareto_front, pareto_mask
 
     # The front is chosen on validation values: the objectives and constraints read val_* columns.
     objs = [Objective("val_" + o.metric, o.direction) for o in objectives]
@@ -173,6 +179,10 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
         if any(o.metric not in mine for o in objs) or any(c.metric not in mine for c in cons):
             continue  # rows without validation values of an objective: no front
         front = pareto_front(mine, objs, cons)
+        if cons and not feasible_mask(mine, cons).any():  # nothing feasible: the closest candidates
+            values = [mine[c.metric].to_numpy(dtype=float, na_value=np.nan) for c in cons]
+            violations = np.column_stack([c.violation_array(v) for c, v in zip(cons, values)])
+            front = mine[pareto_mask(violations, ["min"] * len(cons))]
         keep |= set(front["trial_uid"].astype(str))
         if any(is_default_ce(r) for _, r in front.iterrows()):
             keep.add(f"{BASELINE_REPLICATE}:{study}")
@@ -181,9 +191,16 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     return {u for u in keep if not u.startswith(f"{BASELINE_REPLICATE}:")}
 
 
+def _slim(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What the keep rule reads of a row: identity, status, method and hyperparameters
+    (is it the ce baseline's configuration?) and the validation values."""
+    return {k: v for k, v in row.items() if k in _ROW_COLUMNS or str(k).startswith(("hp_", "val_"))}
+
+
 class Keeper:
     """The driver's side of `search.keep`: `write(row)` appends a finished row (through
-    `write_row`) and then deletes the models the rows written so far rule out; `prune()`
+    `write_row`) and then deletes the models the rows written so far rule out (a model
+    whose row has not landed is in flight and never judged); `prune()`
     (when nothing is in flight: the start and the end of a sweep) also deletes models
     without a row (trials interrupted before their row landed)."""
 
@@ -193,7 +210,7 @@ class Keeper:
         self.objectives, self.constraints = list(objectives), list(constraints)
         self.write_row = write_row
         self.store = models_storage(out)
-        self.rows = [r for r in rows.to_dict("records")] if len(rows) else []
+        self.rows = [_slim(r) for r in rows.to_dict("records")] if len(rows) else []
         self.present = kept_uids(out) if mode != "none" else set()
         self.deleted = 0
 
@@ -201,12 +218,13 @@ class Keeper:
         written = self.write_row(row)
         if self.mode == "none":
             return written
-        self.rows = [r for r in self.rows if r.get("trial_uid") != row.get("trial_uid")] + [dict(row)]
+        self.rows = [r for r in self.rows if r.get("trial_uid") != row.get("trial_uid")] + [_slim(row)]
         if row.get("status") == "ok":
             self.present.add(str(row.get("trial_uid")))
-        if self.mode == "front":
-            self._delete(self.present - wanted(self._frame(), self.mode, self.objectives, self.constraints)
-                         - self._in_flight())
+        if self.mode == "front":  # only the landed row's study can change
+            mine = [r for r in self.rows if r.get("study") == row.get("study")]
+            judged = self.present & {str(r.get("trial_uid")) for r in mine}
+            self._delete(judged - wanted(pd.DataFrame(mine), self.mode, self.objectives, self.constraints))
         return written
 
     def prune(self) -> int:
@@ -222,10 +240,6 @@ class Keeper:
 
     def _frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
-
-    def _in_flight(self) -> set[str]:
-        """Models without a row yet: their trial is still running, never judged."""
-        return self.present - {str(r.get("trial_uid")) for r in self.rows}
 
     def _delete(self, uids: Iterable[str]) -> None:
         for uid in sorted(uids):

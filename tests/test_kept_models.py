@@ -110,6 +110,20 @@ def test_front_rule_counts_only_feasible_dominators_and_keeps_replicates():
     assert wanted(rows, "none", objs, cons) == set()
 
 
+def test_with_nothing_feasible_the_closest_candidates_keep_their_models():
+    from flipsearch.report.pareto import closest_to_feasible
+
+    objs = [Objective("accuracy_new", "max"), Objective("nfr", "min")]
+    rows = pd.DataFrame([_row("p", 0.90, 0.05), _row("q", 0.80, 0.03), _row("r", 0.75, 0.04)])
+    one = [Constraint("nfr", "<=", 0.01)]
+    assert wanted(rows, "front", objs, one) == {"q"}
+    two = [Constraint("accuracy_new", ">=", 0.95), Constraint("nfr", "<=", 0.01)]
+    keep = wanted(rows, "front", objs, two)
+    assert keep == {"p", "q"}  # r is worse than q on both violations
+    plain = rows.rename(columns={"val_accuracy_new": "accuracy_new", "val_nfr": "nfr"})
+    assert closest_to_feasible(plain, two)["trial_uid"] in keep  # what the report would recommend
+
+
 def test_keeper_spares_models_in_flight_and_prune_drops_what_has_no_row(tmp_path):
     out = Storage.open(str(tmp_path))
     store = out.sub(MODELS_DIR)
