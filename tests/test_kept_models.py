@@ -308,10 +308,31 @@ def test_the_reports_flip_comparison_loads_the_kept_recommendation(front_sweep):
     assert s.flips.rec.source == f"kept model {s.recommendation.point['trial_uid']}"
     assert s.flips.rec.reproduced is True
     assert all(p.kept for p in s.points) and not any("no kept model" in n for n in s.notes)
-    other = build_report(out, objectives=["accuracy_old:max", "pfr:max"], flips=False).scenarios[0]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_report_on_other_objectives_names_its_front_points_without_a_kept_model(front_sweep, tmp_path):
+    from flipsearch.report.build import build_report
+    from flipsearch.results import read_results
+
+    src, _ = front_sweep
+    out = tmp_path / "copy"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("ray"))
+    kept = kept_uids(str(out))
+    rows = read_results(str(out))
+    assert set(rows.loc[(rows["status"] == "ok") & rows["replicate_of"].isna(), "trial_uid"]) - kept  # some ruled out
+    # The opposite trade-off. Following "worse on both" from a ruled-out trial (dominated by
+    # a) ends on that front at a trial a still dominates: its front holds one the sweep dropped.
+    other = build_report(str(out), objectives=["accuracy_new:min", "nfr:max"], flips=False).scenarios[0]
+    assert [p.kept for p in other.points] == [p.row["trial_uid"] in kept for p in other.points]
     missing = [p.label for p in other.points if not p.kept]
-    if missing:  # the other objectives' front holds trials the sweep did not keep: the report names them
-        assert any(all(m in n for m in missing) and "no kept model" in n for n in other.notes)
+    assert missing and [n for n in other.notes if "no kept model" in n] == [
+        f"front point{'s' if len(missing) > 1 else ''} {', '.join(missing)} {'have' if len(missing) > 1 else 'has'} "
+        "no kept model (the sweep kept the front of accuracy_new:max, nfr:min); `flipsearch export` cannot ship it: "
+        "rerun it with its command and --save-model"]
+    assert any(p["kept_model"] is False for p in build_report(str(out), objectives=["accuracy_new:min", "nfr:max"],
+                                                               flips=False).to_json()["scenarios"][0]["front"])
 
 
 # ------------------------------------------------------------------ --keep all, then front on resume, and none
