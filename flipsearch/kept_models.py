@@ -137,8 +137,8 @@ def read_model(out: Storage | str, trial_uid: str) -> tuple[dict, str]:
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable or non-weights file
         raise UsageError(f"{name} is not a plain-weights checkpoint: {str(e).splitlines()[0][:200]}") from None
-    if not (isinstance(payload, dict) and payload.get("format") == FORMAT and isinstance(payload.get("state_dict"), dict)
-            and payload.get("trial_uid") == str(trial_uid)):
+    if not (isinstance(payload, dict) and payload.get("format") == FORMAT
+            and isinstance(payload.get("state_dict"), dict) and payload.get("trial_uid") == str(trial_uid)):
         raise UsageError(f"{name} is not the kept model of trial {trial_uid} (a foreign checkpoint)")
     return payload, got
 

@@ -103,10 +103,13 @@ def test_front_rule_counts_only_feasible_dominators_and_keeps_replicates():
         _row("a-r0", 0.50, 0.20, replicate_of="a"),   # a replicate of a front point
         _row("b-r0", 0.91, 0.00, replicate_of="b"),   # of a dominated one (and never on a front itself)
         _row("x", 0.10, 0.04, study="t"),             # another study's only trial: its front
+        _row("x-bl", 0.2, 0.01, study="t", replicate_of="baseline:t", method="ce"),  # t's front is no ce: dropped
+        _row("ce", 0.50, 0.01, study="u", method="ce"),  # the ce baseline's configuration, on u's front
+        _row("u-bl", 0.4, 0.02, study="u", replicate_of="baseline:u", method="ce"),  # so its replicates stay
     ])
-    assert wanted(rows, "front", objs, cons) == {"a", "d", "a-r0", "x"}
-    assert wanted(rows, "front", objs, []) == {"a", "c", "d", "a-r0", "x"}  # without the constraint c counts
-    assert wanted(rows, "all", objs, cons) == {"a", "b", "c", "d", "a-r0", "b-r0", "x"}
+    assert wanted(rows, "front", objs, cons) == {"a", "d", "a-r0", "x", "ce", "u-bl"}
+    assert wanted(rows, "front", objs, []) == {"a", "c", "d", "a-r0", "x", "ce", "u-bl"}  # c counts without it
+    assert wanted(rows, "all", objs, cons) == {"a", "b", "c", "d", "a-r0", "b-r0", "x", "x-bl", "ce", "u-bl"}
     assert wanted(rows, "none", objs, cons) == set()
 
 
@@ -209,7 +212,7 @@ def test_kept_models_reproduce_their_rows_test_metrics_exactly(front_sweep):
         for name, value in got.items():
             if np.isfinite(value):
                 assert value == row[name], (uid, name)  # bit for bit, not approximately
-        assert net.m2_state["fc.weight" if "fc.weight" in net.m2_state else next(iter(net.m2_state))].device.type == "cpu"
+        assert all(v.device.type == "cpu" for v in net.m2_state.values())
 
 
 @pytest.mark.ray

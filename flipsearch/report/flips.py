@@ -133,7 +133,8 @@ def _kept_uid(rows: pd.DataFrame, cfg, kept: set[str], prefer: str | None = None
     return next((u for u in uids if u in kept), None)
 
 
-def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset, out=None, kept_uid: str | None = None) -> FlipSide:
+def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset, out=None,
+         kept_uid: str | None = None) -> FlipSide:
     """One side of the comparison: the kept model `kept_uid` when given (no training), else a re-run."""
     from ..audit import flip_audit
     from ..errors import UsageError
