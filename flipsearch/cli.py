@@ -61,6 +61,7 @@ def cli(debug: bool) -> None:
       flipsearch trial --method bct --set lambda_c=1   one update, all metrics
       flipsearch sweep search_spaces/smoke.yaml --out runs/smoke
       flipsearch report runs/smoke                     Pareto fronts, tables, plots
+      flipsearch export runs/smoke --recommended digits__exclusive-op__small --to ship/
     """
     global _DEBUG
     _DEBUG = debug
