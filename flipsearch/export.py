@@ -117,32 +117,6 @@ def _state_bytes(state: dict) -> bytes:
     return buf.getvalue()
 
 
-def _m1_state(out: Storage, keys: dict, cfg, uid: str) -> tuple[dict, str]:
-    """M1's state_dict for a kept model and where it came from."""
-    from .references import read_user_state
-
-    key = keys.get("m1")
-    if not key:
-        raise UsageError(f"the kept model of trial {uid} does not name its M1")
-    if key.startswith("m1-user"):
-        if not cfg.old_model:
-            raise UsageError(f"trial {uid} used a user's M1 but its row does not name the file")
-        return read_user_state(cfg.old_model), f"user checkpoint {cfg.old_model}"
-    import torch
-
-    refs = out.sub("references")
-    if not (refs.exists(f"{key}.pt") and refs.exists(f"{key}.sha256")):
-        raise UsageError(f"M1 of trial {uid} (references/{key}.pt with its checksum) is missing")
-    data = refs.read_bytes(f"{key}.pt")
-    if hashlib.sha256(data).hexdigest() != refs.read_bytes(f"{key}.sha256").decode(errors="replace").strip():
-        raise UsageError(f"references/{key}.pt (M1 of trial {uid}) fails its checksum; do not use it")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - not plain weights
-        raise UsageError(f"references/{key}.pt is not a plain-weights checkpoint: {str(e).splitlines()[0]}") from None
-    return payload["state_dict"], f"references/{key}.pt"
-
-
 def _split_hashes(scenario) -> dict[str, dict[str, Any]]:
     """sha256 over each split's inputs and labels (float32 / int64 bytes as loaded)."""
     out = {}
@@ -184,46 +158,12 @@ def _recheck(cfg, scenario, m1, m2, recorded: dict[str, float]) -> dict[str, Any
             "nfr": float(got["nfr"]), "recorded_nfr": recorded.get("nfr")}
 
 
-@dataclass
-class KeptNetworks:
-    """A kept trial's M1 and M2 rebuilt on the CPU (eval mode), their state_dicts, and
-    where they came from."""
-
-    m1: Any
-    m2: Any
-    m1_state: dict
-    m2_state: dict
-    m1_source: str
-    sha256: str                    # of the kept model's file
-    environment: dict[str, Any]    # what the trial ran with
-
-
-def kept_networks(storage: Storage, uid: str, cfg, scenario) -> KeptNetworks:
-    """M1 and M2 of the kept trial `uid` (config `cfg`, its loaded `scenario`), checksums
-    verified; a one-line `UsageError` when either is missing, changed or does not fit."""
-    from .kept_models import read_model
-    from .models import build_model
-
-    payload, sha = read_model(storage, uid)
-    m1_state, m1_source = _m1_state(storage, payload.get("references") or {}, cfg, uid)
-    shape = scenario.dataset.input_shape
-    m1 = build_model(cfg.model_name, scenario.num_old_classes, shape)
-    m2 = build_model(cfg.model_name, scenario.num_classes, shape)
-    for model, state, what in ((m1, m1_state, m1_source), (m2, payload["state_dict"], f"models/{uid}.pt")):
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, TypeError, KeyError) as e:
-            raise UsageError(f"{what} does not fit model {cfg.model_name!r}: {str(e).splitlines()[0]}") from None
-        model.eval()
-    return KeptNetworks(m1, m2, m1_state, payload["state_dict"], m1_source, sha, dict(payload.get("environment") or {}))
-
-
 def load_update(out: str, trial: str | None = None, *, recommended: str | bool | None = None) -> KeptUpdate:
     """The kept update of `trial` (a trial uid or a unique prefix), or with `recommended`
     the report's recommendation (`True`: the only scenario; a string: that scenario): M1,
     M2 and the model card. A missing or corrupt checkpoint, a trial that kept no model, an
     unknown trial or scenario: a one-line `UsageError`."""
-    from .kept_models import environment, require_model
+    from .kept_models import environment, kept_networks, require_model
     from .report.recommend import trial_command
     from .results import decode_config, read_results
     from .trial import load_scenario

@@ -24,15 +24,18 @@ from __future__ import annotations
 import hashlib
 import io
 import platform
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from .errors import UsageError
+from .rundir import RunDir
 from .storage import Storage
 
-MODELS_DIR = "models"  # under the sweep's output directory, beside references/
+MODELS_DIR = RunDir.MODELS  # under the sweep's output directory, beside references/
+BASELINE_REPLICATE = "baseline"  # replicate_of of the ce baseline's replicates: "baseline:<study>"
 KEEP_MODES = ("front", "all", "none")
 DEFAULT_KEEP = "front"
 FORMAT = "flipsearch-kept-model"
@@ -92,6 +95,7 @@ def save_model(out_uri: str, trial_uid: str, result) -> None:
 
 
 def delete_model(store: Storage, trial_uid: str) -> None:
+    """Delete the kept model of `trial_uid` from the models folder `store`."""
     store.delete(f"{trial_uid}.sha256")  # the checksum first: a half-deleted model is never trusted
     store.delete(f"{trial_uid}.pt")
 
@@ -143,6 +147,65 @@ def read_model(out: Storage | str, trial_uid: str) -> tuple[dict, str]:
     return payload, got
 
 
+def _m1_state(out: Storage, keys: dict, cfg, uid: str) -> tuple[dict, str]:
+    """M1's state_dict for a kept model and where it came from."""
+    from .references import read_user_state
+
+    key = keys.get("m1")
+    if not key:
+        raise UsageError(f"the kept model of trial {uid} does not name its M1")
+    if key.startswith("m1-user"):
+        if not cfg.old_model:
+            raise UsageError(f"trial {uid} used a user's M1 but its row does not name the file")
+        return read_user_state(cfg.old_model), f"user checkpoint {cfg.old_model}"
+    import torch
+
+    refs = out.sub(RunDir.REFERENCES)
+    if not (refs.exists(f"{key}.pt") and refs.exists(f"{key}.sha256")):
+        raise UsageError(f"M1 of trial {uid} (references/{key}.pt with its checksum) is missing")
+    data = refs.read_bytes(f"{key}.pt")
+    if hashlib.sha256(data).hexdigest() != refs.read_bytes(f"{key}.sha256").decode(errors="replace").strip():
+        raise UsageError(f"references/{key}.pt (M1 of trial {uid}) fails its checksum; do not use it")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - not plain weights
+        raise UsageError(f"references/{key}.pt is not a plain-weights checkpoint: {str(e).splitlines()[0]}") from None
+    return payload["state_dict"], f"references/{key}.pt"
+
+
+@dataclass
+class KeptNetworks:
+    """A kept trial's M1 and M2 rebuilt on the CPU (eval mode), their state_dicts, and
+    where they came from."""
+
+    m1: Any
+    m2: Any
+    m1_state: dict
+    m2_state: dict
+    m1_source: str
+    sha256: str                    # of the kept model's file
+    environment: dict[str, Any]    # what the trial ran with
+
+
+def kept_networks(storage: Storage, uid: str, cfg, scenario) -> KeptNetworks:
+    """M1 and M2 of the kept trial `uid` (config `cfg`, its loaded `scenario`), checksums
+    verified; a one-line `UsageError` when either is missing, changed or does not fit."""
+    from .models import build_model
+
+    payload, sha = read_model(storage, uid)
+    m1_state, m1_source = _m1_state(storage, payload.get("references") or {}, cfg, uid)
+    shape = scenario.dataset.input_shape
+    m1 = build_model(cfg.model_name, scenario.num_old_classes, shape)
+    m2 = build_model(cfg.model_name, scenario.num_classes, shape)
+    for model, state, what in ((m1, m1_state, m1_source), (m2, payload["state_dict"], f"{MODELS_DIR}/{uid}.pt")):
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, KeyError) as e:
+            raise UsageError(f"{what} does not fit model {cfg.model_name!r}: {str(e).splitlines()[0]}") from None
+        model.eval()
+    return KeptNetworks(m1, m2, m1_state, payload["state_dict"], m1_source, sha, dict(payload.get("environment") or {}))
+
+
 # --------------------------------------------------------------------------- which to keep
 
 
@@ -152,7 +215,7 @@ _ROW_COLUMNS = ("trial_uid", "study", "status", "replicate_of", "method")  # and
 def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     """The trial uids among `rows` whose models `mode` keeps: for `front`, every study's
     validation front (ok search trials, feasible under `constraints`, non-dominated under
-    `objectives`, via `report.pareto.pareto_front`) and the replicates of its points; for
+    `objectives` by `_pareto.pareto_mask`) and the replicates of its points; for
     `all`, every ok row; for `none`, nothing.
 
     While no trial of a study is feasible, its front is empty and a report recommends the
@@ -164,9 +227,8 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     ok = rows[(rows["status"] == "ok").fillna(False).to_numpy(dtype=bool)] if "status" in rows else rows
     if mode == "all":
         return set(ok["trial_uid"].dropna().astype(str))
+    from ._pareto import pareto_mask
     from .objectives import Constraint, Objective
-    from .report.baselines import BASELINE_REPLICATE, is_default_ce
-    from .report.pareto import feasible_mask, pareto_front, pareto_mask
 
     # The front is chosen on validation values: the objectives and constraints read val_* columns.
     objs = [Objective("val_" + o.metric, o.direction) for o in objectives]
@@ -178,17 +240,35 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     for study, mine in search.groupby("study", sort=False):
         if any(o.metric not in mine for o in objs) or any(c.metric not in mine for c in cons):
             continue  # rows without validation values of an objective: no front
-        front = pareto_front(mine, objs, cons)
-        if cons and not feasible_mask(mine, cons).any():  # nothing feasible: the closest candidates
-            values = [mine[c.metric].to_numpy(dtype=float, na_value=np.nan) for c in cons]
-            violations = np.column_stack([c.violation_array(v) for c, v in zip(cons, values)])
-            front = mine[pareto_mask(violations, ["min"] * len(cons))]
+        column = lambda m: mine[m].to_numpy(dtype=float, na_value=np.nan)  # noqa: E731
+        violations = np.column_stack([c.violation_array(column(c.metric)) for c in cons]) if cons \
+            else np.zeros((len(mine), 0))
+        feasible = (violations == 0).all(axis=1)
+        if feasible.any():
+            values = np.column_stack([column(o.metric) for o in objs])
+            on_front = np.zeros(len(mine), dtype=bool)
+            on_front[np.flatnonzero(feasible)[pareto_mask(values[feasible], [o.direction for o in objs])]] = True
+        else:  # nothing feasible: the candidates for closest to feasible
+            on_front = pareto_mask(violations, ["min"] * len(cons)) if cons else np.zeros(len(mine), dtype=bool)
+        front = mine[on_front]
         keep |= set(front["trial_uid"].astype(str))
-        if any(is_default_ce(r) for _, r in front.iterrows()):
+        if any(_is_ce_baseline(r) for _, r in front.iterrows()):
             keep.add(f"{BASELINE_REPLICATE}:{study}")
     reps = ok[rep_of.isin(keep).fillna(False).to_numpy(dtype=bool)]
     keep |= set(reps["trial_uid"].astype(str))
     return {u for u in keep if not u.startswith(f"{BASELINE_REPLICATE}:")}
+
+
+def _is_ce_baseline(row: Mapping[str, Any]) -> bool:
+    """`ce` at its default hyperparameters: the configuration the sweep replicates once, as
+    the baseline (the report's `baselines.is_default_ce`, on a row's cells)."""
+    from .methods import get_method
+    from .results import is_missing
+
+    if row.get("method") != "ce":
+        return False
+    return all(is_missing(row.get(f"hp_{h.name}")) or row.get(f"hp_{h.name}") == h.default
+               for h in get_method("ce").hparams)
 
 
 def _slim(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,8 @@ GALLERY_LIMIT = 60
 
 @dataclass
 class FlipSide:
+    """One re-run trial of a flip comparison (the recommendation or the ce baseline): its configuration, its
+    flip audit and whether it reproduced its recorded row."""
     label: str                       # "recommendation" or "ce baseline"
     config: Any                      # TrialConfig
     audit: Any                       # flipsearch.audit.FlipAudit
@@ -61,6 +63,8 @@ class FlipSide:
 
 @dataclass
 class FlipComparison:
+    """A scenario's flip comparison: the recommendation and the ce baseline re-run and audited, with the
+    thumbnails of their flipped samples (or why it could not run)."""
     scenario: str
     rec: FlipSide | None = None
     ce: FlipSide | None = None       # None when the recommendation is the ce baseline itself
@@ -144,7 +148,7 @@ def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset, out=None
     source = "re-run"
     m1 = m2 = None
     if kept_uid is not None:
-        from ..export import kept_networks
+        from ..kept_models import kept_networks
 
         try:
             net = kept_networks(out, kept_uid, cfg.replace(device="cpu"), scenario)
@@ -179,7 +183,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     from ..kept_models import kept_uids
     from ..references import ReferenceStore
     from ..results import decode_config
-    from ..storage import Storage
+    from ..rundir import RunDir
     from ..trial import load_data, load_scenario
 
     t0 = time.perf_counter()
@@ -190,8 +194,9 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
         cfg = decode_config(point)
         if cfg.device != "auto":
             cfg = cfg.replace(device="auto")
-        out = Storage.open(out_uri)
-        store = ReferenceStore(out.sub("references"))
+        run = RunDir(out_uri)
+        out = run.storage
+        store = ReferenceStore(run.sub(RunDir.REFERENCES))
         kept = kept_uids(out)
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
@@ -238,7 +243,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
     """The scenario's flip section: both flip matrices side by side, then the three
     galleries (both break / only the recommendation / only ce)."""
     from ..audit.core import format_metric
-    from ..audit.page import _cards, _flip_matrix
+    from ..audit.page import flip_cards, flip_matrix_html
 
     if cmp.error or cmp.rec is None:
         return f"<p class=\"note\">No flip comparison: {escape(cmp.error or 'nothing to compare')}.</p>"
@@ -261,10 +266,10 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
 
     sides = [cmp.rec] + ([cmp.ce] if cmp.ce else [])
     cols = "".join(f"<div class=\"flipcol\">{head(s)}<h4>true class × its M2's prediction</h4>"
-                   f"{_flip_matrix(s.audit)}</div>" for s in sides)
+                   f"{flip_matrix_html(s.audit)}</div>" for s in sides)
     out = [f"<div class=\"flipcols\">{cols}</div>"]
     if cmp.ce is None:
-        html, n = _cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
         out.append("<p class=\"note\">The recommendation is the ce baseline itself: there is nothing to tell apart."
                    f"</p><h4>Its negative flips ({n})</h4>{html}")
         return "\n".join(out)
@@ -276,7 +281,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
               "what plain retraining breaks and this update keeps (M2 = ce)")]
     gal = []
     for slug, title, samples, audit, note in parts:
-        html, n = _cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
         gal.append(f"<div class=\"flipset\" id=\"flips-{escape(cmp.scenario)}-{slug}\"><h4>{escape(title)} ({n})</h4>"
                    f"<p class=\"note\">{escape(note)}</p>{html}</div>")
     out.append(f"<div class=\"flipsets\">{''.join(gal)}</div>")
