@@ -192,7 +192,7 @@ def test_keep_front_leaves_exactly_the_validation_front_and_its_replicates(front
 @pytest.mark.ray
 @pytest.mark.slow
 def test_kept_models_reproduce_their_rows_test_metrics_exactly(front_sweep):
-    from flipsearch.export import kept_networks
+    from flipsearch.kept_models import kept_networks
     from flipsearch.metrics import compute_metrics
     from flipsearch.results import decode_config, read_results
     from flipsearch.train import predict_logits
