@@ -7,7 +7,7 @@
       scheduler.json    MO-ASHA's rungs, for --resume and the report's early-stopping section
       pack_auto.json    measured pack sizes (search/auto_pack.py)
       references/       content-addressed reference models (references.py)
-      models/           models kept from the front
+      models/           kept models of trials, with sha256 sidecars (kept_models.py, search.keep)
       report/           `flipsearch report`'s default output
       ray/              Ray Tune's experiment state
       sweep.lock        held while a sweep runs
