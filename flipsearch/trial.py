@@ -45,6 +45,7 @@ class TrialResult:
     epochs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)
+    reference_keys: dict[str, str] = field(default_factory=dict)  # kind -> content address (M1's in references/)
     info: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
@@ -208,7 +209,8 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     method = get_method(cfg.method)
     prep = PreparedTrial(cfg, store, dataset)
     epochs = prep.update_recipe.epochs
-    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, numerics=prep.numerics())
+    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, reference_keys=prep.refs.keys,
+                         numerics=prep.numerics())
     try:
         result.old_model = prep.load_m1()
 

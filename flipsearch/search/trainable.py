@@ -6,9 +6,10 @@ id, output URI, whether to report each epoch) and the datasets arrive once throu
 `tune.with_parameters`. With an early-stopping scheduler the trial reports its validation
 metrics after every update epoch (`epoch`, `val_*`, `seconds`); its last report carries the
 finished row (`row_json`). Any exception becomes a `failed` row with a one-line error (the
-sweep goes on); a NaN loss is a `diverged` row. The reference-model store is kept per
-worker process and sweep run, so a reused actor keeps its cache. The device is the one Ray
-assigned: see `assigned_device`.
+sweep goes on); a NaN loss is a `diverged` row. A finished trial's M2 is written to
+OUT/models/ first when the run keeps models (`run["keep"]`, `kept_models.py`). The
+reference-model store is kept per worker process and sweep run, so a reused actor keeps its
+cache. The device is the one Ray assigned: see `assigned_device`.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
         result = run_trial(cfg, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
                            dataset=(datasets or {}).get(dataset_key(cfg)),
                            epoch_report=report_epoch if run.get("report_epochs") else None)
+        keep_model(run, ident["trial_uid"], result)
         row = encode_row(result, ident, _where(t0))
         epochs = result.epochs or epochs
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
@@ -147,12 +149,24 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
                                           tune.report)
         results = run_pack(cfgs, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
                            dataset=(datasets or {}).get(dataset_key(cfgs[0])), stop_members=stop_members)
+        for r, i in zip(results, idents):
+            keep_model(run, i["trial_uid"], r)
         rows = [encode_row(r, i, _where(t0)) for r, i in zip(results, idents)]
     except Exception as e:  # noqa: BLE001 - every failure becomes rows, the sweep goes on
         rows = [failed_row(cfgs[k] if k < len(cfgs) else None, i, one_line(e), where=_where(t0),
                            fallback=_raw_cells(members[k]["config"])) for k, i in enumerate(idents)]
     epochs = max(int(r.get("epochs") or 0) for r in rows)
     tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=jsonable)})
+
+
+def keep_model(run: dict[str, Any], trial_uid: str, result) -> None:
+    """Write a finished trial's M2 to OUT/models/ unless the run keeps none (`search.keep`);
+    the driver deletes it again once another trial rules it out. It is written before the
+    row is reported, so a row's model is there when the row lands."""
+    if run.get("keep", "none") != "none" and result.status == "ok" and result.model is not None:
+        from ..kept_models import save_model
+
+        save_model(run["out_uri"], trial_uid, result)
 
 
 def _where(t0: float) -> dict[str, Any]:
