@@ -189,6 +189,7 @@ def load_update(out: str, trial: str | None = None, *, recommended: str | bool |
         "run_id": str(row.get("run_id")), "sweep": public_uri(storage.uri),
         "config": json.loads(json.dumps(cfg.replace(device=str(row.get("device") or "auto")).to_dict(), default=str)),
         "reproduce": trial_command(row)[0],
+        "reproduce_exact_here": _rerun_here(row),
         "metrics": {"validation": _metrics(row, "val_"), "test": test},
         "replicates": _replicates(rows, row),
         "weights": {name: hashlib.sha256(b).hexdigest() for name, b in files.items()},
@@ -207,6 +208,22 @@ def export_update(out: str, to: str, trial: str | None = None, *, recommended: s
     """`load_update` and write its files into the directory `to`; returns their paths."""
     check_target(to)
     return load_update(out, trial, recommended=recommended).write(to)
+
+
+def _rerun_here(row: pd.Series) -> list[str]:
+    """Why the row's reproduce command, run in this environment, cannot give its weights
+    bitwise (empty: it can). The command carries the row's thread count."""
+    import torch
+
+    from .numerics import numerics, rerun_differences, threads_of
+
+    device = str(row.get("device_used") or "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"
+    here = numerics(device, update_amp=str(row.get("precision") or "float32") != "float32")
+    if threads_of(row) is not None:
+        here["threads"] = threads_of(row)
+    return rerun_differences(row, here)
 
 
 def public_uri(uri: str) -> str:
@@ -255,6 +272,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += [f"The report's recommendation for `{r['scenario']}`: {r['rule']}"
                   + ("" if r["feasible"] else " (no configuration is feasible: this is the closest)") + ".", ""]
     lines += ["## Configuration", "", "```", card["reproduce"], "```", ""]
+    why = card.get("reproduce_exact_here") or []
+    lines += [("Run here, this command cannot give bitwise the same weights: " + "; ".join(why) + ".")
+              if why else "Run on the same machine kind, it gives bitwise the same M1 and M2 (docs/METHODS.md §6).", ""]
     lines += [f"- model `{cfg['model']}`, seed {cfg['seed']}, hyperparameters "
               + (", ".join(f"{k}={v}" for k, v in cfg["hparams"].items()) or "defaults"), ""]
     val, test = card["metrics"]["validation"], card["metrics"]["test"]

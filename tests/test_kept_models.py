@@ -233,6 +233,7 @@ def test_export_and_load_update_round_trip(front_sweep, tmp_path):
     for name in ("m1.pt", "m2.pt"):
         assert hashlib.sha256((to / name).read_bytes()).hexdigest() == card["weights"][name]
     assert card["reproduce"].startswith("flipsearch trial --dataset digits")
+    assert card["reproduce_exact_here"] == []  # same machine, versions, device; the command carries the threads
     assert {"accuracy_new", "nfr", "n_negative_flips", "n"} <= set(card["metrics"]["test"])
     assert {"accuracy_new", "nfr", "n"} <= set(card["metrics"]["validation"])
     assert card["replicates"]["runs"] >= 2 and "ci95" in card["replicates"]["test"]["nfr"]  # --replicates 1 ran
