@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import numerics
 from .arrangements import Scenario, describe, explicit_scenario, make_scenario
 from .config import TrialConfig
 from .data import Dataset, load_dataset, subsample
@@ -103,6 +104,7 @@ class PreparedTrial:
     def __init__(self, cfg: TrialConfig, store: ReferenceStore | None = None, dataset: Dataset | None = None):
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        numerics.apply(self.device)
         self.store = store or ReferenceStore()
         self.m1_recipe, self.update_recipe = cfg.recipes()
         self.timings: dict[str, float] = {}

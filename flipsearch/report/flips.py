@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .baselines import BASELINE_METHOD, is_default_ce
+from .recommend import replay_device
 
 GALLERY_LIMIT = 60
 
@@ -152,8 +153,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     try:
         torch.set_num_threads(max(1, int(threads)))
         cfg = decode_config(point)
-        if cfg.device != "auto":
-            cfg = cfg.replace(device="auto")
+        cfg = cfg.replace(device=replay_device(cfg.device))  # the row's own device, never `auto`
         store = ReferenceStore(Storage.open(out_uri).sub("references"))
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
