@@ -136,7 +136,7 @@ def part_methods(sizes: Sizes, device: str, data_root: str | None, out: Path) ->
     # a checkpoint saved on the device, audited where no GPU is visible
     m2 = out / "saved" / "m2.pt"
     m2.parent.mkdir(parents=True, exist_ok=True)
-    cli = [sys.executable, "-c", "import sys; from flipsearch.cli import cli; sys.argv[0] = 'flipsearch'; cli()"]
+    cli = [sys.executable, "-c", "from flipsearch.cli import main; main()"]  # the `flipsearch` entry point
     common = ["--dataset", sizes.dataset] + (["--data-root", data_root] if data_root else [])
     trial = subprocess.run(cli + ["trial", "--method", "fd", "--scale", str(sizes.scale), "--set", "epochs=1",
                                   "--device", device, "--save-model", str(m2)] + common,

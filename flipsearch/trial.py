@@ -26,7 +26,7 @@ from .methods import UpdateContext, get_method
 from .metrics import compute_metrics
 from .models import build_model, expand_outputs
 from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
-from .train import pick_device, predict_logits
+from .train import eval_batch_size, pick_device, predict_logits
 
 VAL_PREFIX = "val_"
 # epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
@@ -237,6 +237,7 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
 
     method = get_method(cfg.method)
     method.check(cfg)
+    eval_batch_size()  # a bad FLIPSEARCH_EVAL_BATCH is refused before any training
     if cfg.old_model:
         _check_readable(cfg.old_model)
     scenario = load_scenario(cfg, dataset)

@@ -383,6 +383,11 @@ def test_evaluation_batch_halves_on_out_of_memory_and_is_configurable(digits, mo
     monkeypatch.setenv("FLIPSEARCH_EVAL_BATCH", "lots")
     with pytest.raises(UsageError, match="FLIPSEARCH_EVAL_BATCH"):
         predict_logits(model, x)
+    from flipsearch.cli import main
+
+    with pytest.raises(SystemExit) as stop:  # the CLI refuses it before any training, as bad input
+        main(["trial", "--dataset", "digits", "--device", "cpu"])
+    assert stop.value.code == 2
 
 
 # ------------------------------------------------------------------ 9. checkpoints
