@@ -348,6 +348,8 @@ def main() -> None:
         raise SystemExit("gpu_check: FAIL no CUDA device visible to torch (run `bash bench/gpu_check.sh cpu` "
                          "for the CPU mode)")
     torch.manual_seed(0)
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # as a sweep trial's default cpus_per_trial: 1 (and quick on a shared machine)
     sizes = Sizes(args.device)
     t0 = time.perf_counter()
     header(args.device)
