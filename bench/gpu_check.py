@@ -329,8 +329,9 @@ def part_sweeps(sizes: Sizes, device: str, data_root: str | None, out: Path) -> 
         probe = sorted({p.get("device", "?") for c in record["curves"].values() for p in c})
         devices = sorted(set(rows["device"].astype(str)))
         print(f"  gpus_per_trial {gpus}, concurrency {concurrency}: {len(rows)} rows "
-              f"{dict(rows['status'].value_counts())} in {time.perf_counter() - t:.0f} s; pack sizes "
-              f"{sorted(set(rows['pack_size']))} (chosen {record['sizes']}); rows on {devices}; probe on {probe}")
+              f"{ {k: int(v) for k, v in rows['status'].value_counts().items()} } in {time.perf_counter() - t:.0f} s; "
+              f"pack sizes {sorted(int(k) for k in set(rows['pack_size']))} (chosen {record['sizes']}); "
+              f"rows on {devices}; probe on {probe}")
         check(f"sweep gpus_per_trial={gpus}", (rows["status"] == "ok").all() and devices == [expect]
               and probe in ([expect], []), f"every row ok and on {expect}, the probe on {expect} too "
               f"({summary.trials_run} trials run)")
