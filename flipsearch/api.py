@@ -42,11 +42,26 @@ def sweep(space: "str | Sequence[str] | Any", *, out: str, resume: bool = False,
 
 
 def build_report(out: str, objectives: Sequence[str] | None = None, constraints: Sequence[str] | None = None,
-                 progress=None):
-    """The report of the sweep in `out` (call `.write(dir)` for the files, `.to_json()`)."""
+                 progress=None, flips: bool = True):
+    """The report of the sweep in `out` (call `.write(dir)` for the files, `.to_json()`).
+
+    Args:
+        out: the sweep's output directory (a path or URI).
+        objectives, constraints: "metric:max|min" / "metric<=value" strings replacing the sweep's own.
+        progress: called as `progress(step, done, total)` at each step.
+        flips: re-run each scenario's recommendation and ce baseline to audit their flips.
+    """
     from .report.build import build_report as _build
 
-    return _build(out, objectives or None, constraints or None, progress=progress)
+    return _build(out, objectives or None, constraints or None, progress=progress, flips=flips)
+
+
+def report_dir(out: str, report_dir: str | None = None) -> str:
+    """Where the report of the sweep in `out` is written: `report_dir`, or OUT/report by
+    default. An existing file there is refused (one line) before any work."""
+    from .report.export import check_report_dir, default_report_dir
+
+    return check_report_dir(report_dir or default_report_dir(out))
 
 
 def list_methods() -> dict[str, dict]:
@@ -57,4 +72,5 @@ def list_methods() -> dict[str, dict]:
                    "hyperparameters": [h.describe() for h in m.hparams]} for name, m in methods().items()}
 
 
-__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "list_methods"]
+__all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "report_dir",
+           "list_methods"]

@@ -362,14 +362,18 @@ def _resume_command(space_files, out) -> str:
 @click.option("--no-flips", is_flag=True,
               help="Skip re-running each scenario's recommendation and ce baseline for the flip comparison "
                    "(two trials per scenario; seconds each on digits).")
-def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips):
+@click.option("--counts", is_flag=True,
+              help="Print the counts and intervals under each value too (summary.md and index.html always have "
+                   "them); tables wider than the terminal are stacked, one row after the other.")
+def report(sweep_dir, report_dir, objectives, constraints, output_format, no_flips, counts):
     """Pareto fronts, the method x arrangement table, plots and a recommendation for the sweep in OUT.
 
     Writes index.html (self-contained), summary.md, front.parquet, trials.csv and PNG plots to --out.
     Fronts are chosen on validation metrics and reported on test.
     """
-    from .report.build import build_report, default_report_dir
-    from .report.render import render_terminal
+    from .api import build_report
+    from .api import report_dir as where
+    from .report.terminal import render_terminal
 
     show = output_format != "json" or sys.stderr.isatty()     # a JSON consumer may read stderr with stdout
 
@@ -377,13 +381,14 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
         if show:
             click.echo(f"[flipsearch report] {done}/{total} {step}", err=True)
 
+    target = where(sweep_dir, report_dir)                    # an --out that is a file: refused before any work
     rep = build_report(sweep_dir, objectives or None, constraints or None, progress=progress, flips=not no_flips)
     progress("writing index.html, summary.md and the plots", 1, 1)
-    written = rep.write(report_dir or default_report_dir(sweep_dir))
+    written = rep.write(target)
     if output_format == "json":
         click.echo(json.dumps({**rep.to_json(), "files": written}, indent=2, allow_nan=False))
     else:
-        click.echo(render_terminal(rep), nl=False)
+        click.echo(render_terminal(rep, counts=counts), nl=False)
         click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, trials.csv, "
                    f"{len(written) - 4} plots)")
 

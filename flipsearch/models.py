@@ -19,6 +19,9 @@ from .errors import UsageError
 
 
 class FlipNet(nn.Module):
+    """A model as a feature extractor and a head (`forward(x) = head(features(x))`), so methods can reach the
+    head's weights."""
+
     def __init__(self, features: nn.Module, head: nn.Sequential):
         super().__init__()
         self.features = features
@@ -135,6 +138,8 @@ def _takes_input_shape(factory: Callable) -> bool:
 
 
 def load_factory(spec: str) -> Callable:
+    """The user model factory named `module.path:function`; a one-line UsageError when it cannot be imported
+    or found."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)

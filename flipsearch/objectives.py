@@ -171,6 +171,7 @@ def parse_constraint(text: str) -> Constraint:
     return Constraint(metric, m["op"], value)
 
 
+# The prefix of a row's validation metrics (`val_nfr`): the one spelling of it in the package.
 SELECTION_PREFIX = "val_"
 
 

@@ -41,6 +41,8 @@ MIN_SECONDS = 0.5   # a solo measurement lasts about this long (more steps, up t
 
 @dataclass(frozen=True)
 class CurvePoint:
+    """One point of a pack's throughput curve: pack size k, the measured seconds, member-samples per second
+    and (CUDA) peak memory."""
     k: int
     seconds: float          # one measurement: STEPS steps of the whole pack
     rate: float             # member-samples trained per second

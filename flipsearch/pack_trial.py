@@ -40,6 +40,15 @@ def packable(cfg: TrialConfig) -> bool:
 
 def run_pack(configs: Sequence[TrialConfig], *, store: ReferenceStore | None = None,
              dataset: Dataset | None = None, stop_members: StopMembers | None = None) -> list[TrialResult]:
+    """Run several trials of one scenario, seed, model, recipe and loss method as one pack (their models trained
+    side by side); one `TrialResult` per config, in order.
+
+    Args:
+        configs: the members' configurations (`pack_key` equal, all `packable`).
+        store: the reference-model cache (M1 and other references are trained once for the pack).
+        dataset: the scenario's dataset, already loaded (else loaded here).
+        stop_members: asked after each epoch which members the scheduler stopped.
+    """
     configs = list(configs)
     keys = {pack_key(c) for c in configs}
     if len(keys) != 1 or not all(packable(c) for c in configs):

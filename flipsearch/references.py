@@ -327,4 +327,5 @@ def load_user_state(model: nn.Module, path: str, what: str) -> nn.Module:
 
 
 def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of `model`'s state dict (safe to keep after the model moves on)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}

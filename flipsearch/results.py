@@ -40,11 +40,15 @@ import pyarrow.parquet as pq
 
 from .config import RECIPE_KEYS, TrialConfig
 from .errors import FlipsearchError, UsageError
+from .objectives import SELECTION_PREFIX
+from .rundir import RunDir
 from .storage import Storage
 
-PARTS_DIR = "trials"
+PARTS_DIR = RunDir.TRIALS
 STATUSES = ("ok", "failed", "diverged", "stopped")
-VAL_PREFIX = "val_"
+VAL_PREFIX = SELECTION_PREFIX
+# Columns every row has: they identify it (`read_results` orders and de-duplicates by them).
+ROW_IDENTITY = ("study", "trial_number", "finished_at")
 
 _ARROW = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 IDENTITY = [("run_id", pa.string()), ("study", pa.string()), ("trial_number", pa.int64()),
@@ -90,6 +94,7 @@ def _reference_kinds() -> list[str]:
 
 
 def metric_columns(prefix: str = "") -> list[str]:
+    """Every metric column a row may have (old-classes and critical variants included), each with `prefix`."""
     from .metrics import metric_names
 
     return [prefix + m for m in metric_names(old_classes=True, critical=True)]
@@ -136,9 +141,18 @@ def decode_config(row: Mapping[str, Any]) -> TrialConfig:
         return None if is_missing(v) else (v.item() if hasattr(v, "item") else v)
 
     kw: dict[str, Any] = {k: cell(k) for k, _ in CONFIG if cell(k) is not None}
-    kw["critical_classes"] = tuple(int(c) for c in str(kw.get("critical_classes") or "").split(",") if c)
+    try:
+        kw["critical_classes"] = tuple(int(c) for c in str(kw.get("critical_classes") or "").split(",") if c)
+    except ValueError:
+        raise UsageError(f"the row of trial {cell('trial_uid') or cell('trial_number')} has critical_classes "
+                         f"{kw['critical_classes']!r}, not comma-separated class ids; the rows were edited: "
+                         "restore them (or rerun that trial)") from None
     if kw.get("explicit"):
-        kw["explicit"] = tuple(json.loads(kw["explicit"]))
+        try:
+            kw["explicit"] = tuple(json.loads(kw["explicit"]))
+        except (ValueError, TypeError):
+            raise UsageError(f"the row of trial {cell('trial_uid') or cell('trial_number')} has an unreadable "
+                             "'explicit' cell (not a JSON list); the rows were edited: restore them") from None
     method = get_method(kw.get("method", "ce"))
     kw["hparams"] = {h.name: cell(f"hp_{h.name}") for h in method.hparams if cell(f"hp_{h.name}") is not None}
     for scope in ("m1", "update"):
@@ -173,6 +187,7 @@ def failed_row(config: TrialConfig | None, identity: Mapping[str, Any], error: s
 
 
 def new_trial_uid() -> str:
+    """A fresh, random trial uid (hex)."""
     return uuid.uuid4().hex
 
 
@@ -212,6 +227,8 @@ def to_table(rows: list[Mapping[str, Any]], schema: pa.Schema | None = None) -> 
 
 
 class ResultsWriter:
+    """Writes a sweep's rows under OUT/trials, one Parquet file per row (atomic, never rewritten)."""
+
     def __init__(self, out: Storage):
         self.out = out
         out.makedirs(PARTS_DIR)
@@ -233,6 +250,7 @@ def read_results(out: Storage | str, *, required: bool = True) -> pd.DataFrame:
     Raises a one-line error when `out` holds no sweep (and `required`), or when a part
     file is unreadable (naming it)."""
     out = Storage.open(out) if isinstance(out, str) else out
+    where = f"{out.uri}/{PARTS_DIR}"
     names = out.list(PARTS_DIR, suffix=".parquet")
     if not names:
         if required:
@@ -249,6 +267,10 @@ def read_results(out: Storage | str, *, required: bool = True) -> pd.DataFrame:
     # Integer columns stay integers (nullable Int64), not floats, where some rows lack them.
     df = pa.concat_tables(tables, promote_options="permissive").to_pandas(
         types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    lacking = [c for c in ROW_IDENTITY if c not in df.columns]
+    if lacking:
+        raise UsageError(f"the result rows in {where} have no {', '.join(map(repr, lacking))} column; they were "
+                         "not written by a flipsearch sweep, or were edited: restore them")
     key = "trial_uid" if "trial_uid" in df and df["trial_uid"].notna().all() else ["study", "trial_number"]
     return (df.sort_values(["study", "trial_number", "finished_at"])
               .drop_duplicates(key, keep="last").reset_index(drop=True))

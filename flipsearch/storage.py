@@ -20,6 +20,7 @@ from .errors import UsageError
 
 @dataclass(frozen=True)
 class Storage:
+    """A directory on a local path, NFS or an object store (see the module docstring); `open(uri)` makes one."""
     uri: str
     fs: pafs.FileSystem
     root: str

@@ -84,11 +84,14 @@ LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 
 
 def cross_entropy(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The plain cross-entropy loss of a batch (the `ce` method's loss)."""
     return F.cross_entropy(logits, batch.y)
 
 
 @dataclass
 class FitResult:
+    """What `fit` returns: the loss per epoch, the last epochs' weights, seconds, and the epoch training was
+    stopped after (if it was)."""
     epoch_losses: list[float] = field(default_factory=list)
     history: list[dict[str, torch.Tensor]] = field(default_factory=list)  # last k epochs' weights
     seconds: float = 0.0
@@ -96,6 +99,7 @@ class FitResult:
 
 
 def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch's global generator with `seed` and return a fresh generator seeded the same."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
@@ -135,6 +139,8 @@ def crop_flip(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.T
 
 
 def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the trainable parameters: AdamW (decoupled weight decay) for "adam", else
+    SGD with momentum."""
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "adam":  # decoupled weight decay (AdamW), not Adam's coupled L2
         return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)

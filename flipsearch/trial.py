@@ -25,10 +25,11 @@ from .errors import DivergedError, UsageError
 from .methods import UpdateContext, get_method
 from .metrics import compute_metrics
 from .models import build_model, expand_outputs
+from .objectives import SELECTION_PREFIX
 from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
 from .train import eval_batch_size, pick_device, predict_logits
 
-VAL_PREFIX = "val_"
+VAL_PREFIX = SELECTION_PREFIX
 # epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
 EpochReport = Callable[[int, dict[str, float], float], bool]
 
@@ -71,6 +72,8 @@ def load_data(cfg: TrialConfig) -> Dataset:
 
 
 def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
+    """The trial's scenario (D_train, D_update, validation and test splits): an explicit one, or the
+    arrangement of `dataset` (loaded when not given)."""
     if cfg.explicit:
         return explicit_scenario(*cfg.explicit, val_path=cfg.val_path, val_fraction=cfg.val_fraction)
     if dataset is None:
@@ -79,6 +82,8 @@ def load_scenario(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
 
 
 def critical_test_mask(cfg: TrialConfig, y_test: torch.Tensor) -> torch.Tensor | None:
+    """The bool mask over the test set of the samples that must not flip (from `critical_mask` or
+    `critical_classes`), or None."""
     if cfg.critical_mask:
         import numpy as np
 

@@ -18,6 +18,7 @@ _FALSE = ("false", "no", "off", "0")
 
 
 def as_bool(value: Any, name: str) -> bool:
+    """`value` as a bool (also "true"/"false"/"yes"/"no" …); a one-line UsageError naming `name` otherwise."""
     if isinstance(value, bool):
         return value
     if hasattr(value, "item") and not isinstance(value, str):  # numpy bool
@@ -45,6 +46,7 @@ def _number(value: Any, name: str, parse: type, what: str) -> int | float:
 
 
 def as_int(value: Any, name: str) -> int:
+    """`value` as an int (a float must be whole); a one-line UsageError naming `name` otherwise."""
     value = _number(value, name, int, "an integer")
     if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
         raise UsageError(f"{name}={value!r} is not an integer")
@@ -52,6 +54,7 @@ def as_int(value: Any, name: str) -> int:
 
 
 def as_float(value: Any, name: str) -> float:
+    """`value` as a finite float; a one-line UsageError naming `name` otherwise."""
     value = _number(value, name, float, "a number")
     if not math.isfinite(value):
         raise UsageError(f"{name}={value!r} must be finite")
@@ -59,6 +62,7 @@ def as_float(value: Any, name: str) -> float:
 
 
 def as_str(value: Any, name: str) -> str:
+    """`value` if it is a string; a one-line UsageError naming `name` otherwise."""
     if not isinstance(value, str):
         raise UsageError(f"{name}={value!r} is not a string")
     return value

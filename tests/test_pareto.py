@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flipsearch import _pareto
 from flipsearch.errors import UsageError
 from flipsearch.objectives import Objective, parse_constraint
 from flipsearch.report import pareto
@@ -69,7 +70,7 @@ def test_degenerate_inputs():
 
 
 def test_blocked_computation_matches_the_definition(monkeypatch):
-    monkeypatch.setattr(pareto, "_BLOCK_ELEMENTS", 50)     # force many small blocks
+    monkeypatch.setattr(_pareto, "_BLOCK_ELEMENTS", 50)     # force many small blocks
     rng = np.random.default_rng(0)
     pts = rng.integers(0, 6, size=(60, 3)).astype(float)   # coarse grid: many ties and duplicates
     pts[rng.integers(0, 60, 5), 1] = NAN

@@ -26,7 +26,8 @@ AUDIT_FILES = ("index.html", "audit.json", "flips.parquet")
 GALLERY_LIMIT = 200
 FULL_MATRIX_MAX_CLASSES = 24  # above this the matrix keeps only classes that take part in a flip
 
-_CSS = """
+# The audit page's style sheet; the sweep report's page includes it for its flip sections.
+CSS = """
 *, *::before, *::after { box-sizing: border-box; }
 body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 72rem;
        padding: 0 1rem; color: #222; }
@@ -94,7 +95,10 @@ def _metrics_table(audit: FlipAudit) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _flip_matrix(audit: FlipAudit) -> str:
+def flip_matrix_html(audit: FlipAudit) -> str:
+    """The old-class × new-class flip matrix of `audit` as an HTML table (wrapped so that a
+    wide one scrolls inside its own box); above FULL_MATRIX_MAX_CLASSES classes only those
+    taking part in a flip."""
     fm = audit.flip_matrix
     total = int(fm.sum())
     if total == 0:
@@ -166,7 +170,9 @@ def _per_class(audit: FlipAudit) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _cards(audit: FlipAudit, kind: str, thumbs: dict[int, str], limit: int) -> tuple[str, int]:
+def flip_cards(audit: FlipAudit, kind: str, thumbs: dict[int, str], limit: int) -> tuple[str, int]:
+    """The gallery of `kind` ("negative" or "positive") flips, most confident first, at most
+    `limit` cards with their thumbnails (`thumbs`: sample index -> data URI); (html, cards shown)."""
     f = audit.flips[audit.flips["kind"] == kind]
     order_col = "new_p_pred" if kind == "negative" else "old_p_pred"
     f = f.sort_values([order_col, "sample_index"], ascending=[False, True], kind="stable")
@@ -217,15 +223,15 @@ def render_html(audit: FlipAudit, thumbs: dict[int, str], limit: int = GALLERY_L
     lead = (f"M2 breaks <b>{m['n_negative_flips']}</b> of the {m['accuracy_old'].count} samples M1 got right "
             f"(NFR {_e(format_metric('nfr', m['nfr']))}, BR {_e(format_metric('br', m['br']))}) and fixes "
             f"<b>{m['n_positive_flips']}</b> (PFR {_e(format_metric('pfr', m['pfr']))}).")
-    neg_html, n_neg = _cards(audit, "negative", thumbs, limit)
-    pos_html, n_pos = _cards(audit, "positive", thumbs, limit)
+    neg_html, n_neg = flip_cards(audit, "negative", thumbs, limit)
+    pos_html, n_pos = flip_cards(audit, "positive", thumbs, limit)
     body = [
         f"<header><h1>Flip audit</h1><p class=\"sub\">{_e(title)}</p><p class=\"sub\">{_e(' · '.join(facts))}</p>"
         f"<p>{lead}</p></header>",
         f"<section id=\"metrics\"><h2>Metrics</h2>{_metrics_table(audit)}</section>",
         "<section id=\"flip-matrix\"><h2>Negative flips: true class × M2's prediction</h2>"
         "<p class=\"note\">A cell counts the samples of the row's class that M1 classified right and M2 now puts in "
-        "the column's class.</p>" + _flip_matrix(audit) + "</section>",
+        "the column's class.</p>" + flip_matrix_html(audit) + "</section>",
         f"<section id=\"per-class\"><h2>Per class</h2>{_per_class(audit)}</section>",
         f"<section id=\"gallery\"><h2>Negative flips ({n_neg})</h2><p class=\"note\">M1 right, M2 wrong; M2's most "
         "confident mistakes first. Percentages are each model's probability of its prediction, p(true) of the "
@@ -237,7 +243,7 @@ def render_html(audit: FlipAudit, thumbs: dict[int, str], limit: int = GALLERY_L
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e('flip audit: ' + title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+            f"<title>{_e('flip audit: ' + title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
 
 

@@ -58,6 +58,7 @@ def parse_path_spec(text: str, allowed: tuple[str, ...] = ("size",)) -> tuple[Pa
 
 
 def image_size_option(options: dict[str, str], default: int | None) -> int | None:
+    """The `size=N` option of a user dataset (1..4096 pixels), or `default` when not given."""
     if "size" not in options:
         return default
     try:

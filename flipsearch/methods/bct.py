@@ -69,6 +69,8 @@ def bct_loss(new_logits: torch.Tensor, old_logits: torch.Tensor, y: torch.Tensor
 
 @register_method
 class BCT(LossMethod):
+    """Backward-compatibility training (BCML): cross-entropy plus `lambda_c` × a dissonance term on the
+    samples M1 gets right (see the module docstring for the maths)."""
     name = "bct"
     summary = "backward-compatibility training (BCML): CE + lambda_c·dissonance on the samples M1 gets right"
     hparams = (

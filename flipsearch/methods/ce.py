@@ -11,6 +11,7 @@ INIT = HParam("init", "choice", "old", choices=("old", "scratch"),
 
 @register_method
 class CE(LossMethod):
+    """Plain cross-entropy retraining on D_update: the "no treatment" baseline every report compares against."""
     name = "ce"
     summary = "plain cross-entropy retraining on D_update (No Treatment baseline)"
     hparams = (INIT,)

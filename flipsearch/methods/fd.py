@@ -95,6 +95,8 @@ TAU_SQUARED = HParam("tau_squared", "bool", False,
 
 @register_method
 class FocalDistillation(LossMethod):
+    """Focal distillation from M1 (PCT): CE + lambda · mean[(alpha + beta·[M1 correct]) · D(M2, M1)] (see the
+    module docstring)."""
     name = "fd"
     summary = "focal distillation from M1 (PCT): CE + lambda·mean[(alpha + beta·[M1 correct])·D(M2, M1)]"
     hparams = (

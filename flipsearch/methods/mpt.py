@@ -60,6 +60,8 @@ def mpt_loss(logits: torch.Tensor, y: torch.Tensor, old_logits: torch.Tensor, ph
 
 @register_method
 class MPT(LossMethod):
+    """Margin preserving training: CE with +k on the new-class logits (training only) plus focal distillation
+    from M1 and from phi_new (see the module docstring)."""
     name = "mpt"
     summary = ("margin preserving training: CE with +k on new-class logits (training only) "
                "+ focal distillation from M1 and from phi_new")

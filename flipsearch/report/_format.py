@@ -12,11 +12,30 @@ formulas as `flipsearch.audit`); `fmt_rate` writes one run as the audit does,
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from typing import Any
 
 from ..audit.core import Rate, format_metric
 from ..metrics import CRITICAL_PREFIX, OLD_CLASSES_SUFFIX, RATE_COUNTS, base_metric, metric_info
+
+def esc(text: Any) -> str:
+    """`text` escaped for HTML (text and attribute values)."""
+    return html.escape(str(text))
+
+
+def safe_name(text: str) -> str:
+    """A file-name- and HTML-id-safe form of a scenario key (letters, digits, . _ - only)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(text))
+
+
+def int_text(v: Any, missing: str = "") -> str:
+    """An integer cell as text (`missing` for None/NaN), e.g. a trial number or a seed."""
+    import pandas as pd
+
+    return missing if v is None or pd.isna(v) else str(int(v))
+
 
 # Short column headers for the metrics a report shows most.
 _SHORT = {"accuracy_old": "acc M1", "accuracy_new": "acc M2", "accuracy_ratio": "acc ratio",

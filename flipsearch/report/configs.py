@@ -43,6 +43,7 @@ def metric_columns(df: pd.DataFrame) -> list[str]:
 
 
 def hp_columns(df: pd.DataFrame) -> list[str]:
+    """The hyperparameter columns (`hp_*`) of a results frame."""
     return [c for c in df.columns if str(c).startswith("hp_")]
 
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..rundir import RunDir
 from ..storage import Storage
 
-SCHEDULER_FILE = "scheduler.json"
+SCHEDULER_FILE = RunDir.SCHEDULER
 
 
 @dataclass
@@ -46,6 +46,8 @@ class ConvergenceCurve:
 
 
 def convergence(ordered_search_rows: pd.DataFrame, hv_history: list[float]) -> ConvergenceCurve:
+    """The convergence curve of a scenario: cumulative update epochs and seconds and the hypervolume after
+    each search trial (rows in finishing order)."""
     rows = ordered_search_rows
     ep = rows["epochs"].to_numpy(dtype=float, na_value=np.nan) if "epochs" in rows else np.zeros(len(rows))
     sec = rows["seconds_update"].to_numpy(dtype=float, na_value=np.nan) if "seconds_update" in rows \
@@ -58,6 +60,7 @@ def convergence(ordered_search_rows: pd.DataFrame, hv_history: list[float]) -> C
 
 @dataclass
 class RungCounts:
+    """One rung's trials: recorded there, told to continue, stopped."""
     recorded: int = 0
     continued: int = 0
     stopped: int = 0
@@ -68,6 +71,8 @@ class RungCounts:
 
 @dataclass
 class EarlyStopping:
+    """The early-stopping section: the scheduler's settings, update epochs run against the full budget, and
+    the rung counts (all scenarios and per scenario)."""
     source: str                                           # "scheduler.json" or "rows"
     settings: dict[str, Any]                              # max_t, grace_period, reduction_factor, rungs
     epochs_run: int
@@ -94,10 +99,9 @@ def _k(r: float) -> str:
 
 
 def read_scheduler_state(out: Storage) -> dict | None:
-    if not out.exists(SCHEDULER_FILE):
-        return None
+    """The sweep's scheduler.json (None when it ran FIFO); unreadable JSON is a one-line UsageError."""
     try:
-        return json.loads(out.read_bytes(SCHEDULER_FILE))
+        return RunDir(out).read_scheduler_state()
     except (ValueError, OSError) as e:
         raise UsageError(f"{out.uri}/{SCHEDULER_FILE} is not valid JSON ({e}); move it away to report "
                          "without the early-stopping section's rung counts") from None
@@ -147,7 +151,7 @@ def early_stopping(search_rows: pd.DataFrame, state: dict | None, scenario_keys:
     core = (state or {}).get("core", state or {})
     settings = {k: core.get(k) for k in ("max_t", "grace_period", "reduction_factor", "rungs") if k in core}
     run, full = _budget(search_rows)
-    es = EarlyStopping("scheduler.json" if state is not None else "rows", settings, run, full,
+    es = EarlyStopping(SCHEDULER_FILE if state is not None else "rows", settings, run, full,
                        _rungs_from_state(state, None) if state is not None else _rungs_from_rows(search_rows))
     for key in dict.fromkeys(scenario_keys):
         rows = search_rows[scenario_keys == key]

@@ -37,6 +37,8 @@ GALLERY_LIMIT = 60
 
 @dataclass
 class FlipSide:
+    """One re-run trial of a flip comparison (the recommendation or the ce baseline): its configuration, its
+    flip audit and whether it reproduced its recorded row."""
     label: str                       # "recommendation" or "ce baseline"
     config: Any                      # TrialConfig
     audit: Any                       # flipsearch.audit.FlipAudit
@@ -60,6 +62,8 @@ class FlipSide:
 
 @dataclass
 class FlipComparison:
+    """A scenario's flip comparison: the recommendation and the ce baseline re-run and audited, with the
+    thumbnails of their flipped samples (or why it could not run)."""
     scenario: str
     rec: FlipSide | None = None
     ce: FlipSide | None = None       # None when the recommendation is the ce baseline itself
@@ -144,7 +148,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     from ..audit import pixel_range, thumbnail_png, to_pixels
     from ..references import ReferenceStore
     from ..results import decode_config
-    from ..storage import Storage
+    from ..rundir import RunDir
     from ..trial import load_data, load_scenario
 
     t0 = time.perf_counter()
@@ -154,7 +158,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
         torch.set_num_threads(max(1, int(threads)))
         cfg = decode_config(point)
         cfg = cfg.replace(device=replay_device(cfg.device))  # the row's own device, never `auto`
-        store = ReferenceStore(Storage.open(out_uri).sub("references"))
+        store = ReferenceStore(RunDir(out_uri).sub(RunDir.REFERENCES))
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
         rec_is_ce = cfg.method == BASELINE_METHOD and is_default_ce(point)
@@ -199,7 +203,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
     """The scenario's flip section: both flip matrices side by side, then the three
     galleries (both break / only the recommendation / only ce)."""
     from ..audit.core import format_metric
-    from ..audit.page import _cards, _flip_matrix
+    from ..audit.page import flip_cards, flip_matrix_html
 
     if cmp.error or cmp.rec is None:
         return f"<p class=\"note\">No flip comparison: {escape(cmp.error or 'nothing to compare')}.</p>"
@@ -220,10 +224,10 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
 
     sides = [cmp.rec] + ([cmp.ce] if cmp.ce else [])
     cols = "".join(f"<div class=\"flipcol\">{head(s)}<h4>true class × its M2's prediction</h4>"
-                   f"{_flip_matrix(s.audit)}</div>" for s in sides)
+                   f"{flip_matrix_html(s.audit)}</div>" for s in sides)
     out = [f"<div class=\"flipcols\">{cols}</div>"]
     if cmp.ce is None:
-        html, n = _cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(cmp.rec.audit, cmp.rec.negatives), "negative", cmp.thumbs, limit)
         out.append("<p class=\"note\">The recommendation is the ce baseline itself: there is nothing to tell apart."
                    f"</p><h4>Its negative flips ({n})</h4>{html}")
         return "\n".join(out)
@@ -235,7 +239,7 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
               "what plain retraining breaks and this update keeps (M2 = ce)")]
     gal = []
     for slug, title, samples, audit, note in parts:
-        html, n = _cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
+        html, n = flip_cards(_subset(audit, samples), "negative", cmp.thumbs, limit)
         gal.append(f"<div class=\"flipset\" id=\"flips-{escape(cmp.scenario)}-{slug}\"><h4>{escape(title)} ({n})</h4>"
                    f"<p class=\"note\">{escape(note)}</p>{html}</div>")
     out.append(f"<div class=\"flipsets\">{''.join(gal)}</div>")

@@ -7,21 +7,22 @@ front.parquet and the PNGs are relative, for when it sits in its report director
 
 Layout: one column of at most 80rem; tables wrap their hyperparameters and headers rather
 than widen the page, and a table that is still too wide (many objectives) scrolls inside
-its own box, never the page. The flip matrices sit side by side, the three flip galleries
+its own box, never the page. The flip matrices sit side by side and fit their cards at a 1280 px
+window (heads wrap, cells narrow; many classes scroll with a drawn scrollbar), the three flip galleries
 in three columns.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 from typing import TYPE_CHECKING
 
-from .render import B, C, Cell, Code, Figure, GroupRow, Heading, Link, Para, Raw, Section, Table, document
+from ._format import esc
+from .blocks import Bold, Cell, Code, Figure, GroupRow, Heading, InlineCode, Link, Para, Raw, Section, Table
+from .document import document
 
 if TYPE_CHECKING:
-    from .build import Report
+    from .model import ReportData as Report
 
 _CSS = """
 body { max-width: 80rem; }
@@ -54,6 +55,19 @@ pre { background: #f6f8fa; padding: .6rem .8rem; overflow-x: auto; border-radius
       overflow-wrap: anywhere; }
 .flipcols { display: grid; grid-template-columns: repeat(auto-fit, minmax(24rem, 1fr)); gap: 1rem; }
 .flipcol { min-width: 0; border: 1px solid #eee; border-radius: 6px; padding: .2rem .7rem .6rem; }
+/* The flip matrices fit their card: column heads wrap (long class names), cells stay narrow;
+   a matrix still too wide (many classes) scrolls with a scrollbar that is always drawn. */
+.flipcol table.heat { font-size: 12px; }
+.flipcol table.heat th, .flipcol table.heat td { padding: .2rem .25rem; }
+.flipcol table.heat thead th { white-space: normal; overflow-wrap: anywhere; font-size: 11px;
+                              min-width: 2.2rem; vertical-align: bottom; }
+.flipcol table.heat td { min-width: 1.6rem; }
+.flipcol table.heat th.corner { width: 4.5rem; font-size: 10px; }
+.flipcol table.heat tbody th { font-size: 11px; }
+.flipcol .scroll { scrollbar-width: thin; scrollbar-color: #aaa #f0f0f0; padding-bottom: 2px; }
+.flipcol .scroll::-webkit-scrollbar { height: 9px; }
+.flipcol .scroll::-webkit-scrollbar-track { background: #f0f0f0; border-radius: 4px; }
+.flipcol .scroll::-webkit-scrollbar-thumb { background: #aaa; border-radius: 4px; }
 .flipsets { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .8rem; margin-top: .6rem; }
 .flipset { min-width: 0; border: 1px solid #eee; border-radius: 6px; padding: .2rem .6rem .5rem; }
 .flipset .grid { grid-template-columns: repeat(auto-fill, minmax(11rem, 1fr)); }
@@ -90,28 +104,20 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def esc(text) -> str:
-    return html.escape(str(text))
-
-
 def _inline(parts) -> str:
-    if isinstance(parts, (str, C, B, Link)):
+    if isinstance(parts, (str, InlineCode, Bold, Link)):
         parts = [parts]
     out = []
     for p in parts:
-        if isinstance(p, C):
+        if isinstance(p, InlineCode):
             out.append(f"<code>{esc(p.text)}</code>")
-        elif isinstance(p, B):
+        elif isinstance(p, Bold):
             out.append(f"<strong>{_inline(p.parts)}</strong>")
         elif isinstance(p, Link):
             out.append(f"<a href=\"{esc(p.href)}\">{esc(p.text)}</a>")
         else:
             out.append(esc(p))
     return "".join(out)
-
-
-def data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _cell(c) -> str:
@@ -178,7 +184,8 @@ def _toc(blocks) -> str:
 
 
 def render_html(report: "Report") -> str:
-    from ..audit.page import _CSS as AUDIT_CSS
+    """index.html: the report document as one self-contained page."""
+    from ..audit.page import CSS as AUDIT_CSS
     from .interactive import plotly_js
 
     blocks = document(report)

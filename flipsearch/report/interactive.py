@@ -15,7 +15,6 @@ it is an annotation at the panel's edge instead of a line that would squash the 
 
 from __future__ import annotations
 
-import html
 import math
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -23,14 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ._format import fmt, fmt_hparams, fmt_rate, fmt_unit, is_percent, short
+from ._format import esc, fmt, fmt_hparams, fmt_rate, fmt_unit, int_text, is_percent, safe_name, short
 from .baselines import m1_metric
 from .configs import hparams_of
 from .plots import Panel, near_data, objective_pairs
 from .selection import finishing_order, is_replicate
 
 if TYPE_CHECKING:
-    from .build import Report, ScenarioReport
+    from .model import ReportData as Report, ScenarioReport
 
 MAX_HOVER_TRIALS = 6
 JITTER = 0.008            # share of an axis span between coincident points of different methods
@@ -58,10 +57,6 @@ def _rgba(c, a: float) -> str:
     return f"rgba({r},{g},{b},{a})"
 
 
-def _esc(x) -> str:
-    return html.escape(str(x))
-
-
 def hover_text(report: "Report", s: "ScenarioReport", idx) -> str:
     """One trial's hover: method, trial, seed, hyperparameters, validation and test values."""
     row = s.rows.loc[idx]
@@ -69,12 +64,8 @@ def hover_text(report: "Report", s: "ScenarioReport", idx) -> str:
                                  + ["nfr", "br"]))
     val = ", ".join(f"{short(m)} {fmt_rate(s.val.loc[idx], m)}" for m in metrics if m in s.val.columns)
     test = ", ".join(f"{short(m)} {fmt_rate(s.test.loc[idx], m)}" for m in metrics if m in s.test.columns)
-    head = f"<b>{_esc(row['method'])}</b> trial #{_int(row.get('trial_number'))}, seed {_int(row.get('seed'))}"
-    return (f"{head}<br>{_esc(fmt_hparams(hparams_of(row)))}<br>validation: {_esc(val)}<br>test: {_esc(test)}")
-
-
-def _int(v) -> str:
-    return "?" if v is None or pd.isna(v) else str(int(v))
+    head = f"<b>{esc(row['method'])}</b> trial #{int_text(row.get('trial_number'), '?')}, seed {int_text(row.get('seed'), '?')}"
+    return (f"{head}<br>{esc(fmt_hparams(hparams_of(row)))}<br>validation: {esc(val)}<br>test: {esc(test)}")
 
 
 def _vals(df: pd.DataFrame, m: str) -> np.ndarray:
@@ -166,20 +157,27 @@ def front_figure(report: "Report", s: "ScenarioReport") -> str:
                       plot_bgcolor="white", hoverlabel={"align": "left", "font": {"size": 11}},
                       font={"family": "system-ui, sans-serif", "size": 12})
     return pio.to_html(fig, include_plotlyjs=False, full_html=False, config=CONFIG,
-                       div_id=f"plotly-front-{_slug(s.key)}")
-
-
-def _slug(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
+                       div_id=f"plotly-front-{safe_name(s.key)}")
 
 
 def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) -> None:
-    import plotly.graph_objects as go
-
+    """One subplot: objective pair (x, y) of one panel (validation or test), layer by layer:
+    guides, the ce baseline, the trials, the fronts, the front points' seed means."""
     mx, my = pair
-    d = s.plot
+    xr, yr = _panel_ranges(panel, mx, my)
+    # guides first: bands and lines under the points
+    _guides(fig, report, s, panel, mx, "x", xr, r, c)
+    _guides(fig, report, s, panel, my, "y", yr, r, c)
+    _baseline_trace(fig, s, panel, mx, my, r, c, legend)            # under the trials
+    _trial_traces(fig, s, panel, mx, my, xr, yr, r, c, hovers, legend)
+    _front_traces(fig, report, panel, mx, my, r, c, hovers, legend)
+    _seed_traces(fig, s, panel, mx, my, r, c, legend)
+    fig.update_xaxes(**_axis(mx, dirs.get(mx), xr), row=r, col=c)
+    fig.update_yaxes(**_axis(my, dirs.get(my), yr), row=r, col=c)
+
+
+def _panel_ranges(panel: Panel, mx: str, my: str):
+    """The x and y ranges that hold the trials, the baseline and the seed intervals."""
     rows = panel.rows
     xs, ys = [_vals(rows, mx)], [_vals(rows, my)]
     b = panel.baseline
@@ -191,27 +189,37 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
             st = stats.get(m)
             if st is not None and st.has_spread:
                 arr.append(np.array([st.low, st.high]))
-    xr, yr = _range(xs, _unit(mx)), _range(ys, _unit(my))
-    # guides first: bands and lines under the points
-    _guides(fig, report, s, panel, mx, "x", xr, r, c)
-    _guides(fig, report, s, panel, my, "y", yr, r, c)
-    # the ce baseline, under the trials
-    if b is not None and mx in b.index and my in b.index:
-        sx, sy = panel.baseline_stats.get(mx), panel.baseline_stats.get(my)
-        err = {}
-        if panel.claimed_index is not None and sx is not None and sy is not None \
-                and sx.has_spread and sy.has_spread:                        # the test panel only
-            err = {"error_x": _err(sx, "#bbb"), "error_y": _err(sy, "#bbb")}
-        n = s.baseline.n if s.baseline is not None else 0
-        text = (f"<b>ce baseline</b> (init=old), mean over {n} seed{'s' if n != 1 else ''}<br>"
-                f"{_esc(short(mx))} {_esc(fmt_unit(mx, b[mx], sx.std if sx and sx.has_spread else None))}<br>"
-                f"{_esc(short(my))} {_esc(fmt_unit(my, b[my], sy.std if sy and sy.has_spread else None))}")
-        fig.add_trace(go.Scatter(x=[float(b[mx])], y=[float(b[my])], mode="markers", name="ce baseline",
-                                 legendgroup="ce baseline", showlegend=legend("ce baseline"),
-                                 marker={"symbol": "star-open", "size": 18, "color": _rgb(d.colors.get("ce", "#555")),
-                                         "line": {"width": 1.5}},
-                                 hovertemplate=text + "<extra></extra>", **err), row=r, col=c)
-    # trials: one marker per (method, point), coincident points of other methods set apart
+    return _range(xs, _unit(mx)), _range(ys, _unit(my))
+
+
+def _baseline_trace(fig, s, panel: Panel, mx: str, my: str, r, c, legend) -> None:
+    """The ce baseline's mean (with its seed intervals on the test panel)."""
+    import plotly.graph_objects as go
+
+    b = panel.baseline
+    if b is None or mx not in b.index or my not in b.index:
+        return
+    sx, sy = panel.baseline_stats.get(mx), panel.baseline_stats.get(my)
+    err = {}
+    if panel.claimed_index is not None and sx is not None and sy is not None \
+            and sx.has_spread and sy.has_spread:                        # the test panel only
+        err = {"error_x": _err(sx, "#bbb"), "error_y": _err(sy, "#bbb")}
+    n = s.baseline.n if s.baseline is not None else 0
+    text = (f"<b>ce baseline</b> (init=old), mean over {n} seed{'s' if n != 1 else ''}<br>"
+            f"{esc(short(mx))} {esc(fmt_unit(mx, b[mx], sx.std if sx and sx.has_spread else None))}<br>"
+            f"{esc(short(my))} {esc(fmt_unit(my, b[my], sy.std if sy and sy.has_spread else None))}")
+    fig.add_trace(go.Scatter(x=[float(b[mx])], y=[float(b[my])], mode="markers", name="ce baseline",
+                             legendgroup="ce baseline", showlegend=legend("ce baseline"),
+                             marker={"symbol": "star-open", "size": 18, "color": _rgb(s.plot.colors.get("ce", "#555")),
+                                     "line": {"width": 1.5}},
+                             hovertemplate=text + "<extra></extra>", **err), row=r, col=c)
+
+
+def _trial_traces(fig, s, panel: Panel, mx: str, my: str, xr, yr, r, c, hovers, legend) -> None:
+    """The trials: one marker per (method, point), coincident points of other methods set apart."""
+    import plotly.graph_objects as go
+
+    rows, d = panel.rows, s.plot
     groups = {m: _groups(g, mx, my) for m, g in rows.groupby("method", sort=False)}
     where: dict[tuple[float, float], list[str]] = {}
     for m, gs in groups.items():
@@ -243,7 +251,14 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
                 marker={"size": 9, "color": _rgb(d.colors.get(m, "#777")) if feasible else "rgba(0,0,0,0)",
                         "line": {"width": 1.2, "color": _rgb(d.colors.get(m, "#777"))},
                         "symbol": "circle" if feasible else "circle-open", "opacity": 0.9}), row=r, col=c)
-    # the validation-chosen front: rings, and its staircase where it is a front (validation)
+
+
+def _front_traces(fig, report, panel: Panel, mx: str, my: str, r, c, hovers, legend) -> None:
+    """The validation-chosen front: rings, and its staircase where it is a front
+    (validation); on the test panel the front that choosing on test would have claimed."""
+    import plotly.graph_objects as go
+
+    rows = panel.rows
     front = rows.loc[rows.index.intersection(panel.front_index)]
     if len(front):
         fx, fy = _vals(front, mx), _vals(front, my)
@@ -262,24 +277,27 @@ def _pair_panel(fig, report, s, panel: Panel, pair, r, c, hovers, legend, dirs) 
         fig.add_trace(go.Scatter(x=sx_, y=sy_, mode="lines", name=name, showlegend=legend(name),
                                  line={"color": "#888", "width": 1.2, "dash": "dot", "shape": "hv"}, hoverinfo="skip"),
                       row=r, col=c)
-    # front points' seed means with their 95 % intervals (test)
+
+
+def _seed_traces(fig, s, panel: Panel, mx: str, my: str, r, c, legend) -> None:
+    """Front points' seed means with their 95 % intervals (test)."""
+    import plotly.graph_objects as go
+
     for idx, stats in panel.point_stats.items():
         sx, sy = stats.get(mx), stats.get(my)
         if sx is None or sy is None or not (sx.has_spread and sy.has_spread):
             continue
         row = s.rows.loc[idx]
-        text = (f"<b>{_esc(row['method'])}</b> trial #{_int(row.get('trial_number'))}: mean over {sx.n} seeds<br>"
-                f"{_esc(short(mx))} {_esc(fmt_unit(mx, sx.mean, sx.std))} [{_esc(fmt(mx, sx.low))}, "
-                f"{_esc(fmt(mx, sx.high))}]<br>{_esc(short(my))} {_esc(fmt_unit(my, sy.mean, sy.std))} "
-                f"[{_esc(fmt(my, sy.low))}, {_esc(fmt(my, sy.high))}]")
+        text = (f"<b>{esc(row['method'])}</b> trial #{int_text(row.get('trial_number'), '?')}: mean over {sx.n} seeds<br>"
+                f"{esc(short(mx))} {esc(fmt_unit(mx, sx.mean, sx.std))} [{esc(fmt(mx, sx.low))}, "
+                f"{esc(fmt(mx, sx.high))}]<br>{esc(short(my))} {esc(fmt_unit(my, sy.mean, sy.std))} "
+                f"[{esc(fmt(my, sy.low))}, {esc(fmt(my, sy.high))}]")
         name = "front point: seed mean ± 95 % CI"
         fig.add_trace(go.Scatter(
             x=[sx.mean], y=[sy.mean], mode="markers", name=name, legendgroup="seeds", showlegend=legend(name),
             marker={"symbol": "diamond", "size": 8, "color": "white", "line": {"width": 1.5, "color": "black"}},
             error_x=_err(sx, "black"), error_y=_err(sy, "black"),
             hovertemplate=text + "<extra></extra>"), row=r, col=c)
-    fig.update_xaxes(**_axis(mx, dirs.get(mx), xr), row=r, col=c)
-    fig.update_yaxes(**_axis(my, dirs.get(my), yr), row=r, col=c)
 
 
 def _err(stat, color: str) -> dict:
@@ -322,7 +340,7 @@ def _guides(fig, report, s, panel: Panel, metric: str, which: str, rng, r: int, 
         inside = rng is not None and rng[0] <= value <= rng[1]
         if inside and near_data(panel.rows, metric, value):
             fig.add_shape(line=dict(color="#555", width=1, dash="dash"), **line_kw(value))
-            fig.add_annotation(text=_esc(text), showarrow=False, font={"size": 10, "color": "#555"},
+            fig.add_annotation(text=esc(text), showarrow=False, font={"size": 10, "color": "#555"},
                                **({"x": value, "xref": ax, "y": 1, "yref": f"{oax} domain", "xanchor": "left",
                                    "yanchor": "top"} if which == "x" else
                                   {"y": value, "yref": ax, "x": 0, "xref": f"{oax} domain", "xanchor": "left",
@@ -334,7 +352,7 @@ def _guides(fig, report, s, panel: Panel, metric: str, which: str, rng, r: int, 
                     "xanchor": "left" if side == "left" else "right", "yanchor": "bottom"} if which == "x" else
                    {"y": 0.0 if side == "left" else 1.0, "yref": f"{ax} domain", "x": 0.02, "xref": f"{oax} domain",
                     "xanchor": "left", "yanchor": "bottom" if side == "left" else "top"})
-            fig.add_annotation(text=_esc(f"{arrow} {text} (off this axis)"), showarrow=False,
+            fig.add_annotation(text=esc(f"{arrow} {text} (off this axis)"), showarrow=False,
                                font={"size": 10, "color": "#555"}, bgcolor="rgba(255,255,255,0.8)", **pos)
     band = panel.noise.get(metric)
     if band is not None:
@@ -381,7 +399,7 @@ def convergence_figure(report: "Report") -> str:
         if not cv.hypervolume:
             continue
         ordered = finishing_order(s.rows[~is_replicate(s.rows)])
-        text = [f"{_esc(s.key)}<br>trial #{_int(t)} {_esc(m)} ({_esc(st)}), {_int(e)} epochs<br>"
+        text = [f"{esc(s.key)}<br>trial #{int_text(t, '?')} {esc(m)} ({esc(st)}), {int_text(e, '?')} epochs<br>"
                 f"cumulative: {ce:g} epochs, {cs:.1f} s update<br>validation hypervolume {hv:.4f}"
                 for t, m, st, e, ce, cs, hv in zip(ordered["trial_number"], ordered["method"], ordered["status"],
                                                    ordered["epochs"] if "epochs" in ordered else [None] * len(ordered),

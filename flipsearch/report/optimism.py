@@ -34,6 +34,8 @@ from .recommend import feasible_mask
 
 @dataclass
 class Optimism:
+    """The optimism gap of a scenario: hypervolume and best values of the validation-chosen front on test
+    (real) against the test-chosen front (claimed)."""
     objectives: list[Objective]
     reference: list[float]             # test hypervolume reference
     hv_val: float                      # validation-chosen front, validation values (val reference)

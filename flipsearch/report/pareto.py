@@ -1,17 +1,9 @@
-"""Pareto fronts, hypervolume and "why is nothing feasible" over sweep results.
+"""Pareto fronts, hypervolume and "why is nothing feasible" over a sweep's results frame.
 
-Conventions. Each objective has a direction ("max" or "min"); internally every value is
-turned into a minimisation by flipping the sign of max objectives. Point a dominates b
-when a is no worse in every objective and strictly better in at least one. The Pareto
-front is the set of points no other point dominates; exact duplicates do not dominate each
-other, so all copies of a front point are on the front. Rows with a NaN objective are
-never on the front and never dominate anything.
-
-The hypervolume of a set S with reference point r (minimisation form) is the Lebesgue
-measure of {z : some s in S has s <= z <= r}; only points strictly better than r in every
-objective contribute. It is computed exactly by slicing: sort by the last objective and sum
-slab thickness × the (k−1)-dimensional hypervolume of the points below the slab, down to
-a vectorised 2-D sweep. That is O(n² log n) for three objectives, fine for sweep sizes.
+The dominance maths itself (directions, `pareto_mask`, `hypervolume`, their conventions)
+lives in `flipsearch._pareto`; `pareto_mask` and `hypervolume` are re-exported here for the
+code that imported them from this module. This module applies them to result rows: status
+and constraint filtering, reference points, the hypervolume curve, binding constraints.
 """
 
 from __future__ import annotations
@@ -21,91 +13,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from .._pareto import hypervolume, hypervolume_min, pareto_mask, signs
 from ..errors import UsageError
 from ..metrics import base_metric, is_known_metric, metric_info
 from ..objectives import Constraint, Objective, parse_constraint, parse_objective
 
-# Candidate rows compared at once in `pareto_mask`: bounds the [block, n] temporaries.
-_BLOCK_ELEMENTS = 4_000_000
-
-
-def _signs(directions: Sequence[str], k: int) -> np.ndarray:
-    if len(directions) != k:
-        raise ValueError(f"{len(directions)} directions given for {k} objectives")
-    bad = [d for d in directions if d not in ("max", "min")]
-    if bad:
-        raise ValueError(f"directions must be 'max' or 'min', got {bad}")
-    return np.array([-1.0 if d == "max" else 1.0 for d in directions])
-
-
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Bool mask [n] of the non-dominated rows of `values` [n, k] under `directions`.
-
-    NaN rows are never on the front; exact duplicates of a front point are all on it.
-    """
-    v = np.asarray(values, dtype=float)
-    if v.ndim != 2:
-        raise ValueError(f"values must be a 2-D array [n, k], got shape {v.shape}")
-    w = v * _signs(directions, v.shape[1])
-    valid = ~np.isnan(w).any(axis=1)
-    cand = w[valid]
-    m = cand.shape[0]
-    dominated = np.zeros(m, dtype=bool)
-    block = max(1, _BLOCK_ELEMENTS // max(1, m))
-    for start in range(0, m, block):
-        rows = cand[start:start + block]                 # [b, k] rows tested
-        no_worse = np.ones((rows.shape[0], m), dtype=bool)   # [b, m]: row j no worse than row i
-        better = np.zeros((rows.shape[0], m), dtype=bool)    # [b, m]: row j better somewhere
-        for j in range(v.shape[1]):                      # loop over objectives, not rows
-            col, mine = cand[None, :, j], rows[:, j, None]
-            no_worse &= col <= mine
-            better |= col < mine
-        dominated[start:start + block] = (no_worse & better).any(axis=1)
-    mask = np.zeros(v.shape[0], dtype=bool)
-    mask[np.flatnonzero(valid)[~dominated]] = True
-    return mask
-
-
-def _hv_min(w: np.ndarray, ref: np.ndarray) -> float:
-    """Exact hypervolume of minimisation points `w` [n, k], all strictly below `ref` [k]."""
-    n, k = w.shape
-    if n == 0:
-        return 0.0
-    if k == 1:
-        return float(ref[0] - w[:, 0].min())
-    if k == 2:
-        order = np.lexsort((w[:, 1], w[:, 0]))          # by x, then y
-        x, y = w[order, 0], w[order, 1]
-        best_y = np.minimum.accumulate(y)
-        prev_y = np.concatenate(([ref[1]], best_y[:-1]))
-        # Point i adds the slab y in [y_i, best y so far) from x_i to ref_x.
-        return float(np.sum((ref[0] - x) * np.maximum(prev_y - y, 0.0)))
-    order = np.argsort(w[:, -1], kind="stable")
-    w = w[order]
-    z_next = np.concatenate((w[1:, -1], [ref[-1]]))
-    total = 0.0
-    for i in range(n):
-        thickness = z_next[i] - w[i, -1]
-        if thickness > 0:
-            total += thickness * _hv_min(w[: i + 1, :-1], ref[:-1])
-    return total
-
-
-def hypervolume(points, directions: Sequence[str], reference) -> float:
-    """Exact hypervolume of `points` [n, k] dominated up to `reference` [k] (any k; meant for
-    2 and 3). Points with NaN, or not strictly better than the reference in every objective,
-    contribute nothing."""
-    p = np.asarray(points, dtype=float).reshape(-1, len(directions))
-    signs = _signs(directions, p.shape[1])
-    ref = np.asarray(reference, dtype=float) * signs
-    if ref.shape != (p.shape[1],) or not np.isfinite(ref).all():
-        raise ValueError(f"reference must be {p.shape[1]} finite numbers, got {reference!r}")
-    w = p * signs
-    w = w[(w < ref).all(axis=1)]                         # NaN compares False: dropped too
-    if w.shape[0] == 0:
-        return 0.0
-    w = w[pareto_mask(w, ["min"] * w.shape[1])]          # dominated points add no volume
-    return _hv_min(w, ref)
+__all__ = ["pareto_mask", "hypervolume", "feasible_mask", "pareto_front", "default_reference",
+           "hypervolume_history", "closest_to_feasible", "binding_constraints"]
 
 
 # ---------------------------------------------------------------- results-frame helpers
@@ -208,16 +122,16 @@ def hypervolume_history(df_sorted_by_trial: pd.DataFrame, objectives: Iterable[O
     if np.isnan(np.asarray(reference, dtype=float)).any():
         return [0.0] * n                                  # no usable row at all
     directions = [o.direction for o in objs]
-    signs = _signs(directions, len(objs))
-    ref = np.asarray(reference, dtype=float) * signs
-    w = np.column_stack([_column(df, o.metric) for o in objs]) * signs
+    signs_ = signs(directions, len(objs))
+    ref = np.asarray(reference, dtype=float) * signs_
+    w = np.column_stack([_column(df, o.metric) for o in objs]) * signs_
     usable = _ok(df, status_col) & feasible_mask(df, cons) & (w < ref).all(axis=1)
     front = np.empty((0, len(objs)))
     hv, history = 0.0, []
     for t in range(n):
         if usable[t] and not (front <= w[t]).all(axis=1).any():  # not weakly dominated
             front = np.vstack([front[~(w[t] <= front).all(axis=1)], w[t]])
-            hv = _hv_min(front, ref)
+            hv = hypervolume_min(front, ref)
         history.append(hv)
     return history
 

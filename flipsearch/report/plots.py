@@ -213,6 +213,7 @@ def _single(ax, d: FrontPlotData, p: Panel) -> None:
 
 
 def objective_pairs(objectives: Sequence[Objective]) -> list[tuple[str, str]]:
+    """The pairs of objective metrics a front is plotted over (one pair for two objectives, three for three)."""
     m = [o.metric for o in objectives]
     if len(m) == 2:
         return [(m[0], m[1])]

@@ -27,6 +27,7 @@ from .pareto import binding_constraints, closest_to_feasible, feasible_mask
 
 
 def rule_text(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> str:
+    """The recommendation rule in words, e.g. "lowest nfr subject to accuracy_new>=0.85"."""
     first = objectives[0]
     best = "highest" if first.direction == "max" else "lowest"
     cons = ", ".join(map(str, constraints)) if constraints else "no constraints"

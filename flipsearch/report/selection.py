@@ -58,6 +58,7 @@ def reported_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def is_replicate(df: pd.DataFrame) -> np.ndarray:
+    """Per row, whether it is a replicate run (has `replicate_of`) rather than a search trial."""
     if REPLICATE_OF not in df.columns:
         return np.zeros(len(df), dtype=bool)
     return df[REPLICATE_OF].notna().to_numpy(dtype=bool)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..objectives import Constraint, Objective
+from ..objectives import SELECTION_PREFIX, Constraint, Objective
 from ._format import counts_text
 from .configs import CONFIG_KEY, aggregate_seeds, config_keys, scenario_keys, searched_or_changed
 from .pareto import closest_to_feasible
@@ -29,7 +29,7 @@ from .selection import runs_with_replicates, search_mask, selection_frame, repor
 from .stats import metric_bounds, seed_stat
 
 PAPER1_METRICS = ("accuracy_ratio", "accuracy_gain", "br", "bec", "nfr")
-LOW, HIGH, COUNTS, VAL = "_low", "_high", "_counts", "val_"
+LOW, HIGH, COUNTS, VAL = "_low", "_high", "_counts", SELECTION_PREFIX
 
 
 def table_metrics(objectives: Sequence[Objective]) -> list[str]:

@@ -20,9 +20,10 @@ from typing import Any
 
 from ..config import TrialConfig
 from ..pack_size import CurvePoint, choose_pack_size, throughput_curve
+from ..rundir import RunDir
 from ..storage import Storage
 
-RECORD = "pack_auto.json"
+RECORD = RunDir.PACK_AUTO
 _POINT_FIELDS = ("k", "seconds", "rate", "peak_bytes")
 
 

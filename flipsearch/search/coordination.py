@@ -19,6 +19,9 @@ LEASE_SECONDS = 30.0
 
 @ray.remote(num_cpus=0)
 class LeaseLocks:
+    """A Ray actor holding named leases (object-store outputs have no flock): a lease not renewed within
+    LEASE_SECONDS is free again."""
+
     def __init__(self):
         self._held: dict[str, tuple[str, float]] = {}
 
@@ -41,6 +44,7 @@ class LeaseLocks:
 
 @contextlib.contextmanager
 def lease_lock(actor, key: str, poll: float = 0.5):
+    """Hold the lease `key` on the `LeaseLocks` actor while the block runs, renewing it in the background."""
     owner = uuid.uuid4().hex
     while not ray.get(actor.acquire.remote(key, owner)):
         time.sleep(poll)

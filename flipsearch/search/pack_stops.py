@@ -37,6 +37,7 @@ class PackStops:
 
 
 def actor_name(run_id: str) -> str:
+    """The name of a run's `PackStops` actor."""
     return f"flipsearch-pack-stops-{run_id}"
 
 

@@ -109,6 +109,7 @@ def start_reaper(roots: list[int]) -> None:
 
 
 def main(argv: list[str]) -> None:
+    """`python -m flipsearch.search.reaper DRIVER_PID PID...`: watch the driver, stop the PIDs when it dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C in the driver's terminal is not for us
     watch(int(argv[0]), [int(p) for p in argv[1:]])
 

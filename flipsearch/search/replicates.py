@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from ray.tune.search import Searcher
 
+from .._pareto import pareto_mask
 from ..objectives import selection_view
 from ..results import ResultsWriter, decode_config, new_trial_uid, read_results
 from ..storage import Storage
@@ -31,13 +32,12 @@ BASELINE = "baseline"  # replicate_of of the ce baseline's replicates: "baseline
 
 
 def replicate_seeds(space: SearchSpace) -> list[int]:
+    """The seeds of the replicate runs: max(scenario seeds) + 1 + k for k < `space.replicates`."""
     return [max(space.seeds) + 1 + k for k in range(space.replicates)]
 
 
 def front_rows(space: SearchSpace, rows: pd.DataFrame) -> pd.DataFrame:
     """The feasible non-dominated search trials of one study, on validation metrics."""
-    from ..report.pareto import pareto_mask
-
     ok = rows[(rows["status"] == "ok")]
     if not len(ok):
         return ok
@@ -106,7 +106,7 @@ def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets
     from ray import tune
 
     from ..trial import load_data
-    from .sweep import tune_run_config, tune_trainable
+    from ._tuner import tune_run_config, tune_trainable
     from .trainable import dataset_key
 
     tasks = plan(space, read_results(out))

@@ -12,7 +12,7 @@ Ranking at a rung (`pareto_order`), best first:
    objectives, directions respected; then infeasible ones by total violation, smaller first,
    each group of equal violation sorted like the feasible ones (Optuna's constrained
    ordering, `optuna.study._multi_objective._fast_non_domination_rank`);
-2. within a front, the ε-net order of Schmucker et al.: objectives scaled to [0, 1] over the
+2. within a front, the ε-net order of Schmucker et al. (`flipsearch._pareto.eps_net_order`): objectives scaled to [0, 1] over the
    front, the seed is the best point in the first objective, then greedily the point
    farthest from those already taken. Chosen over crowding distance because it is a total
    order (crowding gives every boundary point inf and every duplicate 0, so ties are the
@@ -73,8 +73,8 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from ..errors import UsageError
-from ..objectives import Constraint, Objective
-from ..report.pareto import pareto_mask
+from ..objectives import SELECTION_PREFIX, Constraint, Objective
+from .._pareto import eps_net_order, fronts, signs
 from .pack_stops import MEMBERS
 
 CONTINUE, STOP = "continue", "stop"
@@ -106,45 +106,9 @@ def rung_ladder(grace_period: float, reduction_factor: float, max_t: float) -> t
     return tuple(rungs)
 
 
-def _signs(directions: Sequence[str]) -> np.ndarray:
-    bad = [d for d in directions if d not in ("max", "min")]
-    if bad or not directions:
-        raise ValueError(f"directions must be a non-empty list of 'max'/'min', got {list(directions)!r}")
-    return np.array([-1.0 if d == "max" else 1.0 for d in directions])
-
-
-def _eps_net(w: np.ndarray, idx: list[int], prefer: int | None) -> list[int]:
-    """ε-net order of the points `w[idx]` (minimisation form, all finite, one front)."""
-    if len(idx) <= 1:
-        return list(idx)
-    pts = w[idx]
-    lo, span = pts.min(axis=0), np.ptp(pts, axis=0)
-    z = (pts - lo) / np.where(span > 0, span, 1.0)
-
-    def tie_key(j: int) -> tuple:  # after the geometric criterion: values, the newcomer, arrival
-        return (*z[j], idx[j] != prefer, idx[j])
-
-    first = min(range(len(idx)), key=tie_key)
-    order = [first]
-    dist = np.linalg.norm(z - z[first], axis=1)
-    left = set(range(len(idx))) - {first}
-    while left:
-        best = min(left, key=lambda j: (-dist[j], *tie_key(j)))
-        order.append(best)
-        left.remove(best)
-        dist = np.minimum(dist, np.linalg.norm(z - z[best], axis=1))
-    return [idx[j] for j in order]
-
-
 def _fronts_then_eps(w: np.ndarray, idx: list[int], prefer: int | None) -> list[int]:
-    """Non-dominated fronts of `w[idx]`, best first, each in ε-net order."""
-    out, remaining = [], list(idx)
-    k = w.shape[1]
-    while remaining:
-        on = pareto_mask(w[remaining], ["min"] * k)
-        out += _eps_net(w, [i for i, f in zip(remaining, on) if f], prefer)
-        remaining = [i for i, f in zip(remaining, on) if not f]
-    return out
+    """Non-dominated fronts of `w[idx]` (minimisation form), best first, each in ε-net order."""
+    return [i for front in fronts(w, ["min"] * w.shape[1], idx) for i in eps_net_order(w, front, prefer)]
 
 
 def pareto_order(values, directions: Sequence[str], violations=None, prefer: int | None = None) -> list[int]:
@@ -161,7 +125,7 @@ def pareto_order(values, directions: Sequence[str], violations=None, prefer: int
         raise ValueError(f"values must be a 2-D array [n, k], got shape {v.shape}")
     if v.shape[1] != len(directions):
         raise ValueError(f"{len(directions)} directions given for {v.shape[1]} objectives")
-    w = v * _signs(directions)
+    w = v * signs(directions)
     viol = np.zeros(len(v)) if violations is None else np.asarray(violations, dtype=float)
     viol = np.where(np.isnan(viol), np.inf, viol)
     finite = np.isfinite(w).all(axis=1)
@@ -189,11 +153,15 @@ class ParetoRungs:
     `directions` is one "max"/"min" per objective. `on_result` is called with every result of
     a trial (its budget `t`, its objective values in `directions` order, its total constraint
     violation) and answers "continue" or "stop".
+
+    Args:
+        directions: one "max" or "min" per objective.
+        max_t, grace_period, reduction_factor: the rungs, as `rung_ladder` builds them.
     """
 
     def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
                  reduction_factor: float = 3):
-        _signs(directions)
+        signs(directions)
         self.directions = tuple(directions)
         self.max_t, self.grace_period, self.reduction_factor = max_t, grace_period, reduction_factor
         self.rungs = rung_ladder(grace_period, reduction_factor, max_t)
@@ -304,6 +272,15 @@ class MOASHAScheduler(TrialScheduler):
     An objective's result key is `key_prefix + objective.metric` (e.g. "val_nfr"); constraints
     are evaluated on the result's `key_prefix`-keys with the prefix stripped. Trials run in
     FIFO order. `decisions`, `stopped` and `rung_counts()` come from the core.
+
+    Args:
+        objectives: what a rung ranks trials by (at least one), directions respected.
+        constraints: a trial's total violation of these ranks it after every feasible trial.
+        time_attr: the result key counting budget (epochs by default).
+        max_t: the full budget; rungs lie strictly below it and no trial is stopped for reaching it.
+        grace_period: the first rung (> 0, <= max_t).
+        reduction_factor: η > 1: the rungs are grace·η^k and the top ceil(n/η) at a rung go on.
+        key_prefix: the prefix of the reported validation metrics (`objectives.SELECTION_PREFIX`).
     """
 
     # One result per train() call: a STOP takes effect before the next epoch runs.
@@ -311,7 +288,7 @@ class MOASHAScheduler(TrialScheduler):
 
     def __init__(self, objectives: Iterable[Objective], constraints: Iterable[Constraint] = (), *,
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
-                 reduction_factor: float = 3, key_prefix: str = "val_"):
+                 reduction_factor: float = 3, key_prefix: str = SELECTION_PREFIX):
         super().__init__()
         self.objectives = tuple(objectives)
         self.constraints = tuple(constraints)
@@ -321,7 +298,6 @@ class MOASHAScheduler(TrialScheduler):
         self.keys = tuple(key_prefix + o.metric for o in self.objectives)
         self.core = ParetoRungs([o.direction for o in self.objectives], max_t=max_t,
                                 grace_period=grace_period, reduction_factor=reduction_factor)
-        self._live: set[str] = set()
         # Packs (pack_stops.py): publish(ray trial id, epoch, member uids stopped there)
         self.publish_member_stops: Callable[[str, float, list[str]], None] | None = None
 
@@ -380,7 +356,7 @@ class MOASHAScheduler(TrialScheduler):
         return True
 
     def on_trial_add(self, tune_controller, trial: Trial) -> None:
-        self._live.add(trial.trial_id)
+        """Nothing to do: a trial enters the rungs with its first result."""
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         if MEMBERS in result:
@@ -409,13 +385,12 @@ class MOASHAScheduler(TrialScheduler):
         obs = self._observation(result) if result else None
         if obs is not None:
             self.core.on_result(trial.trial_id, *obs, final=True)
-        self._live.discard(trial.trial_id)
 
     def on_trial_error(self, tune_controller, trial: Trial) -> None:
-        self._live.discard(trial.trial_id)
+        """Nothing to do: a failed trial keeps what it recorded at its rungs."""
 
     def on_trial_remove(self, tune_controller, trial: Trial) -> None:
-        self._live.discard(trial.trial_id)
+        """Nothing to do: a removed trial keeps what it recorded at its rungs."""
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
         for status in (Trial.PENDING, Trial.PAUSED):

@@ -69,6 +69,21 @@ def trained_configs(rows) -> dict[str, dict[str, dict]]:
 
 
 class FlipSearcher(Searcher):
+    """The Ray Tune searcher of a sweep: asks each scenario's Optuna study for the next configuration, tells it
+    the finished row, and writes the rows.
+
+    Args:
+        space: the search space.
+        book: the sweep's Optuna studies.
+        write_row: called with every finished row.
+        run_id: this run's id (stamped on its rows).
+        remaining: trials still to run per scenario.
+        quiet: no progress lines.
+        stopped_by_scheduler: whether the scheduler stopped a Ray trial id (its row is then `stopped`).
+        pack_sizes: trials per pack per scenario (`search.pack`), None for one trial per Ray trial.
+        trained: configurations already trained per scenario, so a repeated suggestion is told, not retrained.
+    """
+
     def __init__(self, space: SearchSpace, book: StudyBook, write_row: Callable[[dict], None],
                  run_id: str, remaining: dict[str, int], quiet: bool = False,
                  stopped_by_scheduler: Callable[[str], bool] = lambda trial_id: False,

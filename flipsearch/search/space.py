@@ -87,6 +87,7 @@ class Dist:
 
 @dataclass(frozen=True)
 class ScenarioSpec:
+    """One scenario of a search space: dataset × arrangement × model (one Optuna study each)."""
     dataset: str
     arrangement: str
     model: str | None
@@ -100,6 +101,8 @@ class ScenarioSpec:
 
 @dataclass
 class SearchSpace:
+    """A validated search space: scenarios, seeds, methods and their distributions, objectives, constraints
+    and the `search:` settings, with CLI overrides merged (`load_space`)."""
     path: str
     name: str
     scenarios: list[ScenarioSpec]
@@ -258,6 +261,8 @@ def _as_list(value, where: str) -> list:
 
 
 def validate(raw: dict, path: str) -> SearchSpace:
+    """The `SearchSpace` of a parsed search-space file `raw` (read from `path`); a one-line UsageError naming
+    `path` for anything invalid."""
     where = path
     unknown = set(raw) - TOP_KEYS
     if unknown:

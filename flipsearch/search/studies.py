@@ -28,10 +28,11 @@ from optuna.trial import TrialState
 
 from ..objectives import Constraint, Objective, selection_view
 from ..results import is_missing
+from ..rundir import RunDir
 from ..storage import Storage
 from .space import SearchSpace
 
-JOURNAL = "optuna.journal"
+JOURNAL = RunDir.JOURNAL
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -58,6 +59,7 @@ class StudyBook:
             elif os.path.exists(self.journal_path):
                 os.remove(self.journal_path)
         out.makedirs()
+        self._journal_missing = not os.path.exists(self.journal_path)  # lost (or a new sweep)
         self._fresh: set[str] = set()  # studies created now (a grid is enqueued after reconcile)
         note = repair_journal(self.journal_path, out.child_uri(JOURNAL))
         if note:
@@ -82,7 +84,7 @@ class StudyBook:
         return optuna.samplers.RandomSampler(seed=seed)  # random, and grid (points are enqueued)
 
     def _open(self, name: str, sampler: str, seed: int) -> optuna.Study:
-        directions = ["maximize" if o.direction == "max" else "minimize" for o in self.objectives]
+        directions = [o.optuna_direction for o in self.objectives]
         existed = name in {s.study_name for s in self.storage.get_all_studies()}
         study = optuna.create_study(storage=self.storage, study_name=name, directions=directions,
                                     sampler=self._sampler(sampler, seed), load_if_exists=True)
@@ -112,6 +114,7 @@ class StudyBook:
         if len(rows) and "replicate_of" in rows:
             searched = rows[rows["replicate_of"].isna()]
         done: dict[str, int] = {}
+        rebuilt = 0
         for name, study in self.studies.items():
             mine = searched[searched["study"] == name] if len(searched) and "study" in searched else searched.iloc[0:0]
             records = sorted(mine.to_dict("records"), key=lambda r: int(r["trial_number"]))
@@ -149,9 +152,13 @@ class StudyBook:
                         user_attrs={"status": "lost", "placeholder": "a trial lost in flight; its number stays taken"}))
                 self.record(name, r)
                 held.add(str(r.get("trial_uid")))
+                rebuilt += 1
             done[name] = len(records)
             if name in self._fresh and self.space.sampler == "grid":
                 self._enqueue_grid(study, records)
+        if self._journal_missing and rebuilt:
+            self.notes.append(f"the Optuna journal {self.out.child_uri(JOURNAL)} was missing; rebuilt it from "
+                              f"{rebuilt} result row{'s' if rebuilt != 1 else ''}")
         self.sync()
         return done
 

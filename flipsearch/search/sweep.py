@@ -22,11 +22,13 @@ from dataclasses import dataclass
 
 from ..errors import FlipsearchError, UsageError
 from ..results import ResultsWriter, read_results
+from ..rundir import RunDir, SweepRecord
 from ..storage import Storage
+from ._tuner import trial_resources, tune_run_config, tune_trainable
 from .space import SearchSpace
 
-LOCK = "sweep.lock"
-SCHEDULER_STATE = "scheduler.json"
+LOCK = RunDir.LOCK
+SCHEDULER_STATE = RunDir.SCHEDULER
 
 
 @dataclass
@@ -44,6 +46,8 @@ class SweepOptions:
 
 @dataclass
 class SweepSummary:
+    """What one `run_sweep` call did: trials run by status, replicate runs, reference models trained and found
+    cached, seconds, and whether it was interrupted."""
     out: str
     run_id: str
     trials_run: int
@@ -209,6 +213,8 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
+    """Run (or with `opts.resume`, continue) the sweep of `space` into `opts.out`; see the module docstring
+    for the flow. Bad input is refused before Ray starts and before anything is written."""
     from .. import signals
     from .studies import StudyBook
 
@@ -233,11 +239,11 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
     try:
         with OutputLock(out, opts.resume):
             existing = read_results(out, required=False)  # what landed before we held the lock
-            out.write_bytes(json.dumps(_space_record(space), indent=2).encode(), "sweep.json")
+            RunDir(out).write_record(_space_record(space))
             book = StudyBook(space, out, space.objectives, space.constraints, space.sampler, space.search_seed)
+            done = book.reconcile(existing)
             for note in book.notes:  # a repaired or rebuilt journal: always said, even with --quiet
                 print(f"[flipsearch] {note}", file=sys.stderr, flush=True)
-            done = book.reconcile(existing)
             remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
             total = sum(remaining.values())
@@ -289,13 +295,13 @@ def check_same_space(out: Storage, space: SearchSpace) -> None:
     """On `--resume`, refuse (one line, before anything runs) a search space that differs
     from the one in the run's `sweep.json` in what its studies and rows depend on; more
     trials (`--trials`), concurrency, resources and replicates may change."""
-    if not out.exists("sweep.json"):
+    if not out.exists(RunDir.SWEEP):
         return
     try:
-        before = json.loads(out.read_bytes("sweep.json"))
+        before = json.loads(out.read_bytes(RunDir.SWEEP))
     except (ValueError, OSError):
         return
-    now = json.loads(json.dumps(_space_record(space), default=str))
+    now = json.loads(json.dumps(_space_record(space).to_json(), default=str))
     for key, what in SPACE_IDENTITY:
         if key in before and before[key] != now.get(key):
             raise UsageError(f"--resume: the {what} differ from those {out.uri} was started with "
@@ -330,35 +336,6 @@ def preflight_space(space: SearchSpace, datasets: dict) -> None:
         for method in space.methods:
             cfg = tmpl.replace(method=method)
             preflight(cfg, datasets.get(dataset_key(cfg)))
-
-
-def tune_trainable(space: SearchSpace, out: Storage, run: dict, datasets: dict):
-    """The Ray Tune trainable of a run: `flip_trainable` with the run constants and the
-    datasets bound once (`tune.with_parameters`), and the run's resources per trial."""
-    from ray import tune
-
-    from .coordination import LeaseLocks
-    from .trainable import flip_trainable
-
-    locks = None if out.is_local else LeaseLocks.options(name=f"flipsearch-locks-{run['run_id']}").remote()
-    return tune.with_resources(tune.with_parameters(flip_trainable, run=run, datasets=datasets, lock_actor=locks),
-                               trial_resources(space))
-
-
-def trial_resources(space: SearchSpace) -> dict[str, float]:
-    """What Ray reserves for one trial."""
-    return {"cpu": space.cpus_per_trial, "gpu": space.gpus_per_trial}
-
-
-def tune_run_config(out: Storage, name: str, max_failures: int):
-    """Tune's experiment state lives in the output too. An object store is handed over as the
-    filesystem object itself, so endpoint options in the URI (`?endpoint_override=…`) reach it."""
-    from ray import tune
-
-    storage = {"storage_path": out.path("ray")}
-    if not out.is_local:
-        storage["storage_filesystem"] = out.fs
-    return tune.RunConfig(name=name, **storage, verbose=0, failure_config=tune.FailureConfig(max_failures=max_failures))
 
 
 def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
@@ -399,7 +376,7 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
         tuner.fit()
     finally:
         if scheduler is not None:  # its rungs survive a resume
-            out.write_bytes(json.dumps(scheduler.state_dict()).encode(), SCHEDULER_STATE)
+            RunDir(out).write_scheduler_state(scheduler.state_dict())
         if board is not None:
             import ray
 
@@ -430,8 +407,9 @@ def _scheduler(space: SearchSpace, out: Storage):
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
     scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
                                 grace_period=space.grace_period, reduction_factor=space.reduction_factor)
-    if out.exists(SCHEDULER_STATE):
-        scheduler.load_state_dict(json.loads(out.read_bytes(SCHEDULER_STATE)))
+    state = RunDir(out).read_scheduler_state()
+    if state is not None:
+        scheduler.load_state_dict(state)
     return scheduler
 
 
@@ -626,14 +604,16 @@ def _check_objectives(objectives, constraints, space) -> None:
             raise UsageError(f"{space.path}: {o.metric} needs scenario.critical_classes (or critical_mask)")
 
 
-def _space_record(space: SearchSpace) -> dict:
-    return {"name": space.name, "path": os.path.abspath(space.path),
-            "objectives": [f"{o.metric}:{o.direction}" for o in space.objectives],
-            "constraints": [str(c) for c in space.constraints],
-            "scenarios": [s.key for s in space.scenarios], "seeds": space.seeds,
-            "methods": {m: {p: [d.kind, list(d.args)] for p, d in ps.items()} for m, ps in space.methods.items()},
-            "scenario_options": space.scenario_options, "sampler": space.sampler,
-            "trials_per_scenario": space.trials_per_scenario, "scheduler": space.scheduler,
-            "reduction_factor": space.reduction_factor, "grace_period": space.grace_period,
-            "replicates": space.replicates, "pack": space.pack,
-            "templates": {k: t.to_dict() for k, t in space.templates.items()}}
+def _space_record(space: SearchSpace) -> SweepRecord:
+    """The run's sweep.json: what it searched and how (`check_same_space` and the report read it)."""
+    return SweepRecord(
+        name=space.name, path=os.path.abspath(space.path),
+        objectives=[f"{o.metric}:{o.direction}" for o in space.objectives],
+        constraints=[str(c) for c in space.constraints],
+        scenarios=[s.key for s in space.scenarios], seeds=space.seeds,
+        methods={m: {p: [d.kind, list(d.args)] for p, d in ps.items()} for m, ps in space.methods.items()},
+        scenario_options=space.scenario_options, sampler=space.sampler,
+        trials_per_scenario=space.trials_per_scenario, scheduler=space.scheduler,
+        reduction_factor=space.reduction_factor, grace_period=space.grace_period,
+        replicates=space.replicates, pack=space.pack, cpus_per_trial=space.cpus_per_trial,
+        templates={k: t.to_dict() for k, t in space.templates.items()})

@@ -22,10 +22,12 @@ import socket
 import time
 from typing import Any
 
+from .._json import jsonable
 from ..references import ReferenceStore
+from ..rundir import RunDir
 from ..storage import Storage
 
-REFS_DIR = "references"
+REFS_DIR = RunDir.REFERENCES
 _STORES: dict[tuple[str, str], ReferenceStore] = {}
 
 
@@ -105,6 +107,7 @@ def gpu_trial_device() -> str:
 
 
 def one_line(e: BaseException) -> str:
+    """An exception as one line "Type: first line" (at most 500 characters), as a failed row records it."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
@@ -119,11 +122,21 @@ def identity(config: dict[str, Any], run: dict[str, Any], pack_id: str | None = 
 
 
 def dataset_key(cfg) -> tuple:
+    """The key a loaded dataset is shared under: (dataset, scale, test_scale)."""
     return (cfg.dataset, cfg.scale, cfg.test_scale)
 
 
 def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict | None = None,
                    lock_actor: Any = None) -> None:
+    """The Ray Tune trainable: run one trial (or one pack of trials) and report its row(s); every failure becomes
+    a failed row, never a crash.
+
+    Args:
+        config: the searcher's suggestion (the trial's config, identity, or a pack's members).
+        run: the run constants (run id, output URI, whether to report each epoch).
+        datasets: the datasets loaded once on the driver, by `dataset_key`.
+        lock_actor: the `LeaseLocks` actor for an object-store output, else None.
+    """
     from ray import tune
 
     from ..config import TrialConfig
@@ -153,7 +166,7 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
         row = failed_row(cfg, ident, one_line(e), where=_where(t0), fallback=_raw_cells(config["config"]))
     release_gpu_memory()
-    final = {"epoch": epochs, "row_json": json.dumps(row, default=_jsonable), "status_ok": row["status"] == "ok"}
+    final = {"epoch": epochs, "row_json": json.dumps(row, default=jsonable), "status_ok": row["status"] == "ok"}
     final.update({k: v for k, v in row.items() if k.startswith(VAL_PREFIX)})
     tune.report(final)
 
@@ -192,7 +205,7 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
                            fallback=_raw_cells(members[k]["config"])) for k, i in enumerate(idents)]
     release_gpu_memory()
     epochs = max(int(r.get("epochs") or 0) for r in rows)
-    tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=_jsonable)})
+    tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=jsonable)})
 
 
 def _where(t0: float) -> dict[str, Any]:
@@ -248,11 +261,3 @@ def _node_id() -> str:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # noqa: BLE001 - outside Ray
         return ""
-
-
-def _jsonable(v):
-    if hasattr(v, "item"):
-        return v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return str(v)

@@ -11,6 +11,8 @@ from torch import nn
 from .localisation import EVAL_ELEMENTS, Target
 
 class Fitness(NamedTuple):
+    """NeuRecover's fitness of P candidates: the value and, per candidate, the I_neg rows patched and I_pos
+    rows kept intact."""
     value: torch.Tensor  # [P]
     patched: torch.Tensor  # [P] number of I_neg rows classified correctly
     intact: torch.Tensor  # [P] number of I_pos rows classified correctly

@@ -133,6 +133,7 @@ class Target:
 
 @dataclass
 class Localisation:
+    """The weights NeuRecover may change: the target layers, the budget k_l and the number chosen per layer."""
     targets: list[Target] = field(default_factory=list)  # layers with >= 1 chosen weight
     budget: dict[str, int] = field(default_factory=dict)  # k_l per layer
     counts: dict[str, int] = field(default_factory=dict)  # chosen per layer

@@ -97,6 +97,8 @@ def prepare(scope: Scope, ref, m1: nn.Module, x: torch.Tensor, y: torch.Tensor, 
 
 @register_method
 class NeuRecover(UpdateMethod):
+    """NeuRecover: repair M2 (the CE update) by a particle-swarm search over a few localised head weights that
+    wins back its negative flips."""
     name = "neurecover"
     summary = "repair M2 (the CE update) by searching a few localised head weights to win back its flips"
     hparams = HPARAMS
@@ -120,7 +122,10 @@ class NeuRecover(UpdateMethod):
 
         Steps 1-2 up to the budgets (`prepare`) depend only on M1, M2 with its history and
         D_update, so when M1 and M2 are reference models of one store they are computed once
-        per process and reused by later trials (`info["cache"]`: "hit", "miss" or "off")."""
+        per process and reused by later trials (`info["cache"]`: "hit", "miss" or "off").
+
+        Long (about 90 lines) on purpose: it is the method's steps in the paper's order,
+        each a few lines with its facts recorded, and reads best top to bottom."""
         t0 = time.perf_counter()
         ref = ctx.reference(CEUpdateRef)
         m2 = ref.model

@@ -39,6 +39,8 @@ def repair_split(y: torch.Tensor, seed: int, fraction: float = REPAIR_FRACTION) 
 
 
 class CEUpdateRef(Reference):
+    """The reference NeuRecover repairs: the plain CE update of M1 on the repair fraction of D_update, cached
+    like M1."""
     kind = "ce_update"
 
     @classmethod

@@ -28,6 +28,8 @@ CHI = 2.0 / (PHI - 2.0 + math.sqrt(PHI * PHI - 4.0 * PHI))
 
 @dataclass
 class SearchResult:
+    """What one particle-swarm search found: the best position, its score, iterations run and improvements
+    made."""
     best: torch.Tensor  # [K], the best position found
     score: float  # its fitness on the last call's draw
     iterations: int  # iterations run (after the initial scoring)
