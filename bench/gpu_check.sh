@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The first GPU run's checks (issue 26): one script, about 10 minutes on one GPU, from a bare
+# The first GPU run's checks (issue 26): one script, sized for about 10 minutes on one GPU (not yet
+# timed on one: no session has had a GPU), from a bare
 # checkout. It needs no data files (the checks train on the embedded fashion-mnist-mini and
 # digits; the packing benchmark uses Fashion-MNIST from --data-root or Debian's folder when
 # there, else the embedded mini) and no network where the dependencies are installed.
