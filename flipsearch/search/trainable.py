@@ -258,6 +258,7 @@ def _node_id() -> str:
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        # guarded: outside Ray, asking for the runtime context would start a whole local Ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     except Exception:  # noqa: BLE001 - outside Ray
         return ""
