@@ -301,9 +301,10 @@ def list_cmd(as_json):
               help="Override the file's constraints (repeatable), e.g. 'accuracy_new>=0.9'.")
 @click.option("--sampler", type=click.Choice(["nsga2", "tpe", "random", "grid"]), default=None,
               help="Optuna sampler (default: the file's, else nsga2).")
-@click.option("--scheduler", type=click.Choice(["fifo", "mo-asha"]), default=None,
+@click.option("--scheduler", type=click.Choice(["fifo", "mo-asha", "stratified-asha"]), default=None,
               help="fifo: every trial runs its full budget; mo-asha: multi-objective successive halving "
-                   "stops dominated trials early (default: the file's, else fifo).")
+                   "stops dominated trials early; stratified-asha: the same, each trial ranked against its "
+                   "own method and categorical choices (default: the file's, else fifo).")
 @click.option("--trials", "trials_per_scenario", type=click.IntRange(min=1), default=None,
               help="Trials per scenario (overrides search.trials_per_scenario).")
 @click.option("--replicates", type=click.IntRange(min=0), default=None,

@@ -1,7 +1,8 @@
 """A pack of trials: K configurations of one scenario and one loss method, trained at once.
 
 `run_pack(configs)` is `run_trial` for K configs that differ only in their method's
-hyperparameters (same scenario, seed, model, method and training recipes): the data, M1,
+hyperparameters and per-member update-recipe settings (`pack_key`: same scenario, seed,
+model, method and M1 recipe): the data, M1,
 the references and the teacher logits are prepared once, and `pack.fit_pack` trains the
 K updates in one step each batch. Every member's `TrialResult` is what `run_trial` gives for
 its config alone (same seed, same batches; weights equal within float rounding, which the
@@ -18,7 +19,7 @@ from .config import TrialConfig
 from .data import Dataset
 from .errors import UsageError
 from .methods import LossMethod, get_method
-from .pack import fit_pack
+from .pack import SHARED_FIELDS, fit_pack
 from .references import ReferenceStore
 from .trial import PreparedTrial, TrialResult
 
@@ -27,9 +28,16 @@ StopMembers = Callable[[int, dict[int, dict[str, float]]], set]
 
 
 def pack_key(cfg: TrialConfig) -> tuple:
-    """Configs with equal keys can share a pack: everything but the method's hyperparameters."""
+    """Configs with equal keys can share a pack: everything but the method's hyperparameters
+    and the update recipe's per-member settings. `fit_pack` gives each member its own lr,
+    momentum, weight decay, schedule and gradient clip in the packed optimiser, so a sweep
+    that searches `update.lr` still packs; members share `pack.SHARED_FIELDS` (epochs, batch
+    size, optimiser type, augmentation, AMP). A method with reference models besides M1 (MPT's
+    φ_new) keys on the whole update recipe: its references are trained with that recipe."""
     d = cfg.to_dict()
     d.pop("hparams")
+    if not get_method(cfg.method).needs:
+        d["update_recipe"] = {f: d["update_recipe"][f] for f in SHARED_FIELDS}
     return tuple(sorted((k, repr(v)) for k, v in d.items()))
 
 
@@ -52,7 +60,8 @@ def run_pack(configs: Sequence[TrialConfig], *, store: ReferenceStore | None = N
     configs = list(configs)
     keys = {pack_key(c) for c in configs}
     if len(keys) != 1 or not all(packable(c) for c in configs):
-        raise UsageError("a pack needs configs of one scenario, seed, model, recipe and loss method")
+        raise UsageError("a pack needs configs of one scenario, seed, model, loss method and shared recipe "
+                         "settings (pack_trial.pack_key)")
     t_start = time.perf_counter()
     cfg = configs[0]
     method = get_method(cfg.method)

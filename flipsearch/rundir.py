@@ -63,6 +63,7 @@ class SweepRecord:
     grace_period: float | None = None
     replicates: int = 0
     pack: Any = None
+    budget: str | None = None
     cpus_per_trial: float | None = None
     templates: dict[str, Any] = field(default_factory=dict)
 

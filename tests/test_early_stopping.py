@@ -1,6 +1,6 @@
-"""Multi-objective early stopping in a real sweep: MO-ASHA stops dominated updates after a
-rung, each stopped trial lands once as a `stopped` row with its validation values and the
-budget it reached, Optuna holds it as PRUNED, and no stopped trial is on a front."""
+"""Multi-objective early stopping in a real sweep, for each early-stopping scheduler (mo-asha,
+stratified-asha): it stops dominated updates after a rung, each stopped trial lands once as
+a `stopped` row with its validation values and the budget it reached, Optuna holds it as PRUNED, and no stopped trial is on a front."""
 
 from __future__ import annotations
 
@@ -33,11 +33,17 @@ methods:
 """
 
 
+SCHEDULERS = ["mo-asha", "stratified-asha"]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(ray_local, tiny_space, tmp_path):
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(ray_local, tiny_space, tmp_path,
+                                                                                scheduler):
     out = tmp_path / "asha"
-    summary = sweep(tiny_space(SPACE), out=str(out), quiet=True)
+    summary = sweep(tiny_space(SPACE.replace("scheduler: mo-asha", f"scheduler: {scheduler}")), out=str(out),
+                    quiet=True)
     rows = read_results(str(out))
     assert len(rows) == 9 and rows["trial_uid"].is_unique                    # every trial once
     stopped = rows[rows["status"] == "stopped"]
@@ -59,7 +65,11 @@ def test_mo_asha_sweep_spends_fewer_epochs_and_keeps_rows_and_study_consistent(r
         assert states[uid] == optuna.trial.TrialState.PRUNED
     front = {t.user_attrs["trial_uid"] for t in study.best_trials}
     assert front and front <= set(ok["trial_uid"])                             # no truncated trial on a front
-    assert (out / "scheduler.json").exists()
+    state = json.loads((out / "scheduler.json").read_text())
+    assert state["scheduler"] == scheduler
+    if scheduler == "stratified-asha":  # every trial ranked in its method's stratum (no categorical knobs here)
+        assert set(state["core"]["strata"].values()) <= {f"digits__exclusive-op__small:{m}" for m in ("ce", "bct", "fd")}
+        assert set(state["core"]["strata"]) == set(rows["ray_trial_id"])
 
 
 PACKED = SPACE.replace("concurrency: 2, scheduler: mo-asha", "concurrency: 2, pack: 3, scheduler: mo-asha").replace(
@@ -68,11 +78,13 @@ PACKED = SPACE.replace("concurrency: 2, scheduler: mo-asha", "concurrency: 2, pa
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_mo_asha_stops_single_members_of_a_pack(ray_local, tiny_space, tmp_path):
+@pytest.mark.parametrize("scheduler", SCHEDULERS)
+def test_mo_asha_stops_single_members_of_a_pack(ray_local, tiny_space, tmp_path, scheduler):
     """With packs, MO-ASHA ranks each member at its rung like a solo trial: a stopped member
     leaves its pack (which trains on) as one `stopped` row, PRUNED in Optuna."""
     out = tmp_path / "asha-packs"
-    summary = sweep(tiny_space(PACKED), out=str(out), quiet=True)
+    summary = sweep(tiny_space(PACKED.replace("scheduler: mo-asha", f"scheduler: {scheduler}")), out=str(out),
+                    quiet=True)
     rows = read_results(str(out))
     assert len(rows) == 9 and rows["trial_uid"].is_unique and rows["pack_size"].max() == 3
     stopped, ok = rows[rows["status"] == "stopped"], rows[rows["status"] == "ok"]

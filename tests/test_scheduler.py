@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -10,13 +11,22 @@ import pytest
 from flipsearch.errors import UsageError
 from flipsearch.objectives import Constraint, Objective
 from flipsearch.search.scheduler import MOASHAScheduler, ParetoRungs, pareto_order, rung_ladder
+from flipsearch.search.stratified import StratifiedMOASHAScheduler, StratifiedRungs
 
 NAN, INF = float("nan"), float("inf")
 ACC_NFR = ("max", "min")                    # accuracy_new:max, nfr:min
 
 
-def core(directions=ACC_NFR, max_t=9, grace=1, eta=3):
-    return ParetoRungs(directions, max_t=max_t, grace_period=grace, reduction_factor=eta)
+@pytest.fixture(params=["mo-asha", "stratified-asha"])
+def core(request):
+    """A decision core factory: MO-ASHA's, and the stratified one with every trial in one
+    stratum and bracket (unassigned), which must decide exactly like it."""
+    def make(directions=ACC_NFR, max_t=9, grace=1, eta=3):
+        kw = dict(max_t=max_t, grace_period=grace, reduction_factor=eta)
+        if request.param == "mo-asha":
+            return ParetoRungs(directions, **kw)
+        return StratifiedRungs(directions, brackets=1, **kw)
+    return make
 
 
 def feed(rungs, points, t=1):
@@ -42,7 +52,7 @@ def test_rung_ladder_stops_below_max_t():
             rung_ladder(*bad)
 
 
-def test_rung_of_maps_a_budget_to_the_highest_rung_reached():
+def test_rung_of_maps_a_budget_to_the_highest_rung_reached(core):
     r = core(max_t=27)
     assert r.rungs == (1, 3, 9)
     assert [r.rung_of(t) for t in (0, 0.5, 1, 2, 3, 8.9, 9, 26, 27, 30, NAN)] == \
@@ -52,7 +62,7 @@ def test_rung_of_maps_a_budget_to_the_highest_rung_reached():
 # ------------------------------------------------------------------ ranking and cutoff
 
 
-def test_two_objectives_with_mixed_directions():
+def test_two_objectives_with_mixed_directions(core):
     r = core()
     got = feed(r, [
         ("a", (0.80, 0.10)),   # first at the rung: continues
@@ -69,7 +79,7 @@ def test_two_objectives_with_mixed_directions():
     assert pareto_order([[0.80, 0.10], [0.70, 0.20]], ("min", "max")) == [1, 0]
 
 
-def test_cutoff_follows_rays_asha_when_few_trials_are_recorded():
+def test_cutoff_follows_rays_asha_when_few_trials_are_recorded(core):
     # Ray's _Bracket: with one recorded reward the second trial continues only if it is at
     # least as good. Same here: the second trial must rank first, whatever η is.
     r = core(eta=3)
@@ -81,7 +91,7 @@ def test_cutoff_follows_rays_asha_when_few_trials_are_recorded():
     assert got == {"a": "continue", "b": "stop", "c": "continue", "d": "continue"}
 
 
-def test_identical_points_the_diversity_rule_decides():
+def test_identical_points_the_diversity_rule_decides(core):
     # a, b, c lie on one front; a copy of a point already taken by the ε-net adds no spread.
     a, b, c = (0.9, 0.2), (0.5, 0.0), (0.7, 0.1)
     assert pareto_order([a, b, c, a], ACC_NFR) == [0, 1, 2, 3]     # seed: best accuracy, then farthest
@@ -98,7 +108,7 @@ def test_identical_points_the_diversity_rule_decides():
     assert runs[0] == runs[1] == runs[2]
 
 
-def test_nan_and_inf_values_rank_last_and_stop():
+def test_nan_and_inf_values_rank_last_and_stop(core):
     r = core()
     assert r.on_result("nan", 1, (NAN, 0.1)) == "stop"            # stopped even alone at the rung
     assert r.on_result("a", 1, (0.5, 0.5)) == "continue"          # NaN rows do not count in n
@@ -109,7 +119,7 @@ def test_nan_and_inf_values_rank_last_and_stop():
     assert pareto_order([[NAN, 0.1], [0.5, 0.5], [0.9, -INF]], ACC_NFR) == [1]
 
 
-def test_feasible_beats_infeasible_and_less_violation_beats_more():
+def test_feasible_beats_infeasible_and_less_violation_beats_more(core):
     r = core()
     assert r.on_result("inf1", 1, (0.99, 0.00), 0.05) == "continue"   # alone: continues
     assert r.on_result("feas", 1, (0.10, 0.90), 0.0) == "continue"    # feasible ranks first despite values
@@ -125,7 +135,7 @@ def test_feasible_beats_infeasible_and_less_violation_beats_more():
     assert order == [3, 1, 0, 4, 2]
 
 
-def test_three_objectives():
+def test_three_objectives(core):
     dirs = ("max", "min", "max")                                       # accuracy_new, nfr, btc
     a, b, c = (0.8, 0.1, 0.5), (0.7, 0.2, 0.4), (0.6, 0.3, 0.9)
     d, e = (0.9, 0.05, 0.6), (0.5, 0.4, 0.95)
@@ -141,7 +151,7 @@ def test_three_objectives():
         r.on_result("x", 1, (0.1, 0.2))                                # 2 values for 3 objectives
 
 
-def test_asynchronous_early_arrivals_continue_and_decisions_are_final():
+def test_asynchronous_early_arrivals_continue_and_decisions_are_final(core):
     r = core(max_t=27)                                                 # rungs 1, 3, 9
     assert r.on_result("slow", 1, (0.2, 0.8)) == "continue"           # first at rung 1
     for i in range(6):                                                # better trials arrive later...
@@ -167,7 +177,7 @@ def test_asynchronous_early_arrivals_continue_and_decisions_are_final():
     assert counts[3] == {"recorded": 4, "continued": 3, "stopped": 1}
 
 
-def test_state_round_trip_keeps_the_rungs():
+def test_state_round_trip_keeps_the_rungs(core):
     r = core(max_t=27)
     feed(r, [("a", (0.8, 0.1)), ("b", (0.7, 0.2), 0.5), ("n", (NAN, 0.1)), ("i", (0.9, 0.0), INF)])
     feed(r, [("a", (0.85, 0.1))], t=3)
@@ -215,7 +225,12 @@ def test_stopped_trials_told_pruned_keep_optuna_samplers_working():
 # ------------------------------------------------------------------ Ray Tune
 
 
-def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path):
+@pytest.mark.parametrize("scheduler_cls", [MOASHAScheduler, functools.partial(StratifiedMOASHAScheduler, brackets=1)],
+                         ids=["mo-asha", "stratified-asha"])
+def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path, scheduler_cls):
+    """Both schedulers in a real Ray Tune run; the trials share one stratum (no method in
+    their config) and, here, one bracket, so the stratified one decides like MO-ASHA (its
+    predicted final values shift every peer of a stratum alike, which keeps their order)."""
     from ray import tune
 
     log = tmp_path / "epochs.log"       # written by the workers before each report
@@ -241,7 +256,7 @@ def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path):
 
     objectives = [Objective("accuracy_new", "max"), Objective("nfr", "min")]
     constraints = [Constraint("nfr", "<=", 0.12)]        # q >= 8 infeasible
-    sched = MOASHAScheduler(objectives, constraints, max_t=9, grace_period=1, reduction_factor=3)
+    sched = scheduler_cls(objectives, constraints, max_t=9, grace_period=1, reduction_factor=3)
     order = [0, 9, 10, 5, 11, 3, 8, 1, 7, 4, 2, 6]      # q=0 arrives with no rival: it goes on
     tuner = tune.Tuner(
         trainable,
@@ -276,6 +291,6 @@ def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path):
 
     path = tmp_path / "scheduler.json"
     sched.save(str(path))
-    resumed = MOASHAScheduler(objectives, constraints, max_t=9, grace_period=1, reduction_factor=3)
+    resumed = scheduler_cls(objectives, constraints, max_t=9, grace_period=1, reduction_factor=3)
     resumed.restore(str(path))
     assert resumed.state_dict() == sched.state_dict() and resumed.stopped == sched.stopped

@@ -18,7 +18,7 @@ from ._base import (_REGISTRY, HParam, LossMethod, Teacher, UpdateContext, Updat
 
 # Listing order of the paper's methods; any other module in this package is a method too
 # (a new built-in method is one new file here), listed after them.
-_ORDER = ("ce", "bct", "fd", "mpt", "neurecover")
+_ORDER = ("ce", "bct", "fd", "mpt", "neurecover", "interp")
 _loaded = False
 
 

@@ -1,5 +1,10 @@
 """`bct`: backward-compatibility training (Bansal, Srivastava et al.; BCML 1.4.2).
 
+BackwardCompatibilityML's new-error loss (Bansal et al. 2019; Srivastava et al. 2020), a
+loss on M2's predictions; not the BCT of Shen et al. 2020 ("Towards Backward-Compatible
+Representation Learning", an influence loss on embeddings), which PCT and MPT compare
+against under the same name.
+
 Per batch of N samples, S = the samples M1 classifies correctly (argmax z_old = y). Then
 
     loss = CE(z_new, y) + λ_c · dissonance
@@ -72,7 +77,9 @@ class BCT(LossMethod):
     """Backward-compatibility training (BCML): cross-entropy plus `lambda_c` × a dissonance term on the
     samples M1 gets right (see the module docstring for the maths)."""
     name = "bct"
-    summary = "backward-compatibility training (BCML): CE + lambda_c·dissonance on the samples M1 gets right"
+    summary = ("backward-compatibility training: BackwardCompatibilityML's new-error loss (Bansal et al. 2019; "
+               "Srivastava et al. 2020), CE + lambda_c·dissonance on the samples M1 gets right; "
+               "not Shen et al. 2020's BCT (representation learning), which PCT and MPT compare against")
     hparams = (
         HParam("lambda_c", "float", 1.0, low=0.0, high=100.0,
                help="weight of the dissonance (BCML sweeps 0..1 in steps of 0.25; larger is legal)"),

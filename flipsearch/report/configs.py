@@ -144,7 +144,8 @@ def hparams_of(row: pd.Series) -> dict[str, Any]:
 def searched_or_changed(row: pd.Series, searched: dict[str, Any] | None = None) -> dict[str, Any]:
     """The hyperparameters worth showing for `row`: those the sweep varied for its method
     (`searched`: sweep.json's `methods` block, {param: [kind, args]}; kind "fixed" does not
-    vary) and those not at the method's default."""
+    vary) and those not at the method's default, and the update-recipe settings its block
+    searched (`update.lr`, read from the row's `update_lr`)."""
     from ..methods import methods
 
     hp = hparams_of(row)
@@ -152,4 +153,8 @@ def searched_or_changed(row: pd.Series, searched: dict[str, Any] | None = None) 
     defaults = {h.name: h.default for h in method.hparams} if method else {}
     specs = (searched or {}).get(str(row.get("method"))) or {}
     keep = {p for p, spec in specs.items() if not (isinstance(spec, (list, tuple)) and spec and spec[0] == "fixed")}
-    return {k: v for k, v in hp.items() if k in keep or k not in defaults or v != defaults[k]}
+    out = {k: v for k, v in hp.items() if k in keep or k not in defaults or v != defaults[k]}
+    # the update-recipe settings the method's block searched (`update.lr`: the row's update_lr)
+    out.update({p: row[f"update_{p[7:]}"] for p in sorted(keep) if p.startswith("update.")
+                and f"update_{p[7:]}" in row.index and not is_missing(row[f"update_{p[7:]}"])})
+    return out

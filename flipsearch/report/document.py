@@ -14,6 +14,7 @@ import pandas as pd
 from ..rundir import RunDir
 from ._format import count_text, counts_text, fmt, fmt_hparams, fmt_rate, fmt_unit, header, is_percent, short
 from .baselines import m1_metric
+from .budget import budget_blocks
 from .blocks import Bold, Cell, Code, Figure, GroupRow, Heading, InlineCode, Link, Para, Raw, Section, Table, cell, para
 from .configs import searched_or_changed
 from .tables import COUNTS, HIGH, LOW, VAL, table_metrics
@@ -516,6 +517,7 @@ def document(report: "Report") -> list:
           + (" (infeasible): no configuration of the method meets the constraints on validation; its closest one "
              "is shown." if report.constraints else "")),
         paper1_block(report),
+        *budget_blocks(report),
         Heading(2, "Optimism gap", "optimism"),
         para("What each front would have claimed had it been chosen on the test set, against what the front chosen on "
           "validation really scores on test. HV: hypervolume of the front's test values (one reference per "

@@ -2,7 +2,8 @@
 
 Public names: `load_space` / `SearchSpace` (what a sweep searches), `run_sweep` with
 `SweepOptions` -> `SweepSummary` (the driver), `FlipSearcher` (the Ray Tune searcher),
-`MOASHAScheduler` and its Ray-free core `ParetoRungs`, `StudyBook` (the Optuna studies).
+`MOASHAScheduler` and its Ray-free core `ParetoRungs`, `StratifiedMOASHAScheduler` and
+`StratifiedRungs` (stratified-asha), `StudyBook` (the Optuna studies).
 Importing this package imports none of them (Ray and Optuna load when a name is first used).
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["FlipSearcher", "MOASHAScheduler", "ParetoRungs", "SearchSpace", "StudyBook", "SweepOptions",
-           "SweepSummary", "load_space", "run_sweep"]
+__all__ = ["FlipSearcher", "MOASHAScheduler", "ParetoRungs", "SearchSpace", "StratifiedMOASHAScheduler",
+           "StratifiedRungs", "StudyBook", "SweepOptions", "SweepSummary", "load_space", "run_sweep"]
 
 _HOME = {"FlipSearcher": "searcher", "MOASHAScheduler": "scheduler", "ParetoRungs": "scheduler",
-         "SearchSpace": "space", "StudyBook": "studies", "SweepOptions": "sweep", "SweepSummary": "sweep",
+         "SearchSpace": "space", "StratifiedMOASHAScheduler": "stratified", "StratifiedRungs": "stratified",
+         "StudyBook": "studies", "SweepOptions": "sweep", "SweepSummary": "sweep",
          "load_space": "space", "run_sweep": "sweep"}
 
 

@@ -189,7 +189,7 @@ class ParetoRungs:
         vals = tuple(float(x) for x in values)
         if len(vals) != len(self.directions):
             raise ValueError(f"{len(vals)} values given for {len(self.directions)} objectives")
-        rung = self.rung_of(t)
+        rung = self._rung_for(trial_id, t)
         if rung is None or self._top.get(trial_id, -math.inf) >= rung:
             return CONTINUE
         viol = float(violation)
@@ -204,6 +204,10 @@ class ParetoRungs:
         if decision == STOP:
             self.stopped[trial_id] = rung
         return decision
+
+    def _rung_for(self, trial_id: str, t: float) -> float | None:
+        """The rung `trial_id` is judged at after budget `t` (subclasses give trials other ladders)."""
+        return self.rung_of(t)
 
     def _decide(self, peers: list[tuple[str, tuple[float, ...], float]]) -> str:
         """The last of `peers` is the newcomer."""
@@ -285,6 +289,7 @@ class MOASHAScheduler(TrialScheduler):
 
     # One result per train() call: a STOP takes effect before the next epoch runs.
     _supports_buffered_results = False
+    name = "mo-asha"  # search.scheduler's value; saved with the state so a resume keeps its scheduler
 
     def __init__(self, objectives: Iterable[Objective], constraints: Iterable[Constraint] = (), *,
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
@@ -314,9 +319,13 @@ class MOASHAScheduler(TrialScheduler):
         return self.core.rung_counts()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"core": self.core.state_dict(), "time_attr": self.time_attr, "keys": list(self.keys)}
+        return {"core": self.core.state_dict(), "time_attr": self.time_attr, "keys": list(self.keys),
+                "scheduler": self.name}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("scheduler", "mo-asha") != self.name:  # states before the name were mo-asha's
+            raise UsageError(f"the saved scheduler state is {state.get('scheduler')!r}'s; this sweep uses "
+                             f"{self.name!r}: resume with the scheduler the sweep started with")
         if state.get("keys") != list(self.keys) or state.get("time_attr") != self.time_attr:
             raise UsageError(f"the saved scheduler state reads {state.get('keys')} by "
                              f"{state.get('time_attr')!r}; this sweep reads {list(self.keys)} by {self.time_attr!r}")

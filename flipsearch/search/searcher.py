@@ -68,6 +68,17 @@ def trained_configs(rows) -> dict[str, dict[str, dict]]:
     return out
 
 
+def method_counts(rows) -> dict[str, dict[str, int]]:
+    """study -> method -> search rows already recorded (resume, with a per-method budget)."""
+    out: dict[str, dict[str, int]] = {}
+    if not len(rows) or "method" not in rows:
+        return out
+    search = rows[rows["replicate_of"].isna()] if "replicate_of" in rows else rows
+    for (study, method), n in search.groupby(["study", "method"]).size().items():
+        out.setdefault(str(study), {})[str(method)] = int(n)
+    return out
+
+
 class FlipSearcher(Searcher):
     """The Ray Tune searcher of a sweep: asks each scenario's Optuna study for the next configuration, tells it
     the finished row, and writes the rows.
@@ -87,7 +98,8 @@ class FlipSearcher(Searcher):
     def __init__(self, space: SearchSpace, book: StudyBook, write_row: Callable[[dict], None],
                  run_id: str, remaining: dict[str, int], quiet: bool = False,
                  stopped_by_scheduler: Callable[[str], bool] = lambda trial_id: False,
-                 pack_sizes: dict[str, int] | None = None, trained: dict[str, dict[str, dict]] | None = None):
+                 pack_sizes: dict[str, int] | None = None, trained: dict[str, dict[str, dict]] | None = None,
+                 method_done: dict[str, dict[str, int]] | None = None):
         super().__init__()  # no metric/mode on purpose: the studies hold the objectives
         self.space, self.book, self.write_row = space, book, write_row
         self.run_id = run_id
@@ -103,6 +115,10 @@ class FlipSearcher(Searcher):
         self.buffers: dict[tuple, list[tuple[str, Any, dict]]] = {}  # (study, pack key) -> members asked
         self.counts = {"ok": 0, "failed": 0, "diverged": 0, "stopped": 0, "interrupted": 0}
         self.epochs_run = 0
+        # search.budget per-method: study -> method -> trials still to start (equal shares)
+        self.method_left = {k: {m: max(0, n - (method_done or {}).get(k, {}).get(m, 0))
+                                for m, n in space.method_budgets(space.trials_per_scenario).items()}
+                            for k in remaining} if space.budget == "per-method" else {}
         self.total = sum(remaining.values())
         self.quiet = quiet
         self.t0 = time.time()
@@ -129,7 +145,13 @@ class FlipSearcher(Searcher):
         its outcome when that row lands. After `MAX_REPEATS` repeats in a row (the space is nearly exhausted)
         the repeat is trained like any other suggestion."""
         study = self.book.studies[key]
+        left = self.method_left.get(key)
+        forced = max(left, key=left.get) if left and len(left) > 1 else None  # the method furthest from its share
         for attempt in range(MAX_REPEATS + 1):
+            # Fix the method of the next ask (the sampler samples the rest), unless a trial is
+            # already waiting (an interrupted trial's rerun, which keeps its method).
+            if forced is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                study.enqueue_trial({"method": forced}, skip_if_exists=False)
             ot = study.ask()
             method, hparams, seed = self.space.suggest(ot)
             cfg = self.space.config(key, method, hparams, seed)
@@ -143,6 +165,8 @@ class FlipSearcher(Searcher):
                 self.book.tell(key, ot, earlier, repeat=True)
             self.repeats += 1
         self.remaining[key] -= 1
+        if left:
+            left[method] -= 1
         self.trained[key][sig] = None  # in flight
         uid = new_trial_uid()
         ot.set_user_attr("trial_uid", uid)  # so a resume matches it to its row by identity

@@ -7,6 +7,21 @@ distributions for its hyperparameters:
     uniform: [lo, hi]      loguniform: [lo, hi]      int: [lo, hi]   (log: true optional)
     choice: [a, b, ...]    a plain value (fixed)
 
+A method block may also give its update's training recipe, fixed or searched, as
+`update.KEY` (or a nested `update: {KEY: ...}`), KEY one of `RECIPE_SEARCH` (lr, epochs,
+weight_decay, grad_clip, optimizer, momentum, schedule): `fd: {update.lr: {loguniform:
+[1e-4, 0.1]}}` samples fd's learning rate per trial, so no method runs at a learning rate
+tuned for another. The values land in the trial's `update_recipe` (the rows' `update_*`
+columns, its reproduce command); the scenario's `update_training` is the default. With an
+early-stopping scheduler the update's epoch count is the scheduler's budget, so a method
+block may not set `update.epochs` then (a one-line error).
+
+`search.budget` says how a scenario's `trials_per_scenario` are shared: `per-scenario` (the
+default) lets the sampler choose each trial's method; `per-method` gives every method an
+equal share (`SearchSpace.method_budgets`; the searcher fixes the method of each ask), and
+with early stopping ranks each method's trials against its own (`method_rungs.py`), so no
+method gets more tries or more compute for having more knobs.
+
 `include: [other.yaml, ...]` merges other files first (this file wins), so per-method
 files share one scenario file. Every mistake is a one-line `UsageError` naming the file,
 the key and what is allowed — before Ray starts.
@@ -29,6 +44,7 @@ from ..errors import UsageError
 from ..methods import HParam, get_method, methods
 from ..models import MODELS
 from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constraint, parse_objective
+from ..train import TrainRecipe
 
 TOP_KEYS = {"name", "include", "scenario", "objectives", "constraints", "search", "methods"}
 # A scenario block: lists that span the studies, TrialConfig's own scenario fields, recipes.
@@ -37,9 +53,22 @@ TRAINING_KEYS = ("training", "m1_training", "update_training")
 SCENARIO_KEYS = SCENARIO_LISTS | set(SCENARIO_FIELDS) | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
-               "replicates", "pack", "resource_timeout"}
+               "replicates", "pack", "resource_timeout", "budget"}
+BUDGETS = ("per-scenario", "per-method")
+# The update-recipe settings a method block may fix or search (`update.lr`, ...), typed as
+# hyperparameters so they parse like one; their ranges are TrainRecipe's own checks.
+RECIPE_PREFIX = "update."
+RECIPE_SEARCH = {h.name: h for h in (
+    HParam("lr", "float", 0.05, log=True, help="the update's learning rate"),
+    HParam("epochs", "int", 5, help="the update's epochs"),
+    HParam("weight_decay", "float", 5e-4, help="the update's weight decay"),
+    HParam("grad_clip", "float", 0.0, help="the update's gradient-norm clip (0: off)"),
+    HParam("optimizer", "choice", "sgd", choices=("sgd", "adam"), help="the update's optimiser"),
+    HParam("momentum", "float", 0.9, help="SGD momentum of the update"),
+    HParam("schedule", "choice", "none", choices=("none", "cosine"), help="the update's lr schedule"),
+)}
 SAMPLERS = ("nsga2", "tpe", "random", "grid")
-SCHEDULERS = ("fifo", "mo-asha")
+SCHEDULERS = ("fifo", "mo-asha", "stratified-asha")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -74,6 +103,11 @@ class Dist:
         if self.kind == "int":
             return IntDistribution(*self.args, log=self.log)
         return CategoricalDistribution(list(self.args))
+
+    def extremes(self) -> list:
+        """The values at the edges of the distribution (every value of a choice): what a
+        preflight check of a searched setting tries."""
+        return list(self.args)
 
     def grid_values(self) -> list:
         if self.kind == "fixed":
@@ -124,12 +158,41 @@ class SearchSpace:
     replicates: int = 0
     pack: int | str = 1  # K, or "auto": measured per scenario before the sweep (pack_size.py)
     resource_timeout: float = 600.0  # seconds to wait for an autoscaler to add a node a trial fits
+    budget: str = "per-scenario"  # or "per-method": trials_per_scenario split evenly over the methods
     scenario_options: dict[str, Any] = field(default_factory=dict)  # the scenario block, as written
     templates: dict[str, TrialConfig] = field(default_factory=dict)  # study key -> its scenario's config
 
     def config(self, key: str, method: str, hparams: dict[str, Any], seed: int) -> TrialConfig:
-        """The trial config of one suggestion in the study `key` (validated once, here)."""
-        return self.templates[key].replace(method=method, hparams=hparams, seed=seed)
+        """The trial config of one suggestion in the study `key` (validated once, here):
+        `update.KEY` values go to the update recipe, the rest are the method's own."""
+        own = {p: v for p, v in hparams.items() if not p.startswith(RECIPE_PREFIX)}
+        recipe = {p[len(RECIPE_PREFIX):]: v for p, v in hparams.items() if p.startswith(RECIPE_PREFIX)}
+        tmpl = self.templates[key]
+        cfg = tmpl.replace(method=method, hparams=own, seed=seed)
+        return cfg.replace(update_recipe=tmpl.update_recipe.with_overrides(**recipe)) if recipe else cfg
+
+    def point(self, cfg: TrialConfig) -> dict[str, Any]:
+        """The values `suggest` gave for `cfg`: its hyperparameters and, as `update.KEY`, the
+        recipe settings its method block names (the inverse of `config`)."""
+        recipe = cfg.update_recipe.as_dict()
+        return {**cfg.hparams, **{p: recipe[p[len(RECIPE_PREFIX):]] for p in self.methods.get(cfg.method, {})
+                                  if p.startswith(RECIPE_PREFIX)}}
+
+    def recipe_corners(self, key: str, method: str) -> list[TrialConfig]:
+        """`method`'s configs in study `key` at every combination of the edge values of the
+        recipe settings its block names (one config when it names none): what the sweep's
+        preflight checks, so a method that refuses some recipe (NeuRecover: 1 epoch) is
+        refused before Ray starts, not trial by trial."""
+        dists = {p: d for p, d in self.methods[method].items() if p.startswith(RECIPE_PREFIX)}
+        return [self.config(key, method, dict(zip(dists, combo)), self.seeds[0])
+                for combo in itertools.product(*(d.extremes() for d in dists.values()))]
+
+    def method_budgets(self, total: int) -> dict[str, int]:
+        """Trials per method out of `total` (per-method budget): equal shares, the first
+        `total mod n` methods one more, so no method has more than one trial over another."""
+        names = list(self.methods)
+        q, r = divmod(total, len(names))
+        return {m: q + (i < r) for i, m in enumerate(names)}
 
     def suggest(self, trial) -> tuple[str, dict[str, Any], int]:
         """Define-by-run sampling: the method is a categorical, its hyperparameters are
@@ -310,10 +373,14 @@ def validate(raw: dict, path: str) -> SearchSpace:
             raise UsageError(f"{where}: methods.{mname} must map hyperparameters to values or distributions")
         schema = {h.name: h for h in method.hparams}
         parsed[mname] = {}
-        for pname, spec in params.items():
+        for pname, spec in _flatten_recipe(params, f"{where}: methods.{mname}").items():
+            if pname.startswith(RECIPE_PREFIX):
+                parsed[mname][pname] = _parse_recipe_dist(spec, pname, f"{where}: methods.{mname}.{pname}")
+                continue
             if pname not in schema:
                 raise UsageError(f"{where}: methods.{mname}.{pname}: unknown hyperparameter; "
-                                 f"{mname} has: {', '.join(schema) or 'none'}")
+                                 f"{mname} has: {', '.join(schema) or 'none'} "
+                                 f"(and the update recipe: {', '.join(RECIPE_PREFIX + k for k in RECIPE_SEARCH)})")
             parsed[mname][pname] = _parse_dist(spec, schema[pname], f"{where}: methods.{mname}.{pname}")
 
     objectives = [o if isinstance(o, Objective) else _wrap(parse_objective, o, where, "objectives")
@@ -328,6 +395,19 @@ def validate(raw: dict, path: str) -> SearchSpace:
     scheduler = search.get("scheduler", "fifo")
     if scheduler not in SCHEDULERS:
         raise UsageError(f"{where}: search.scheduler={scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+
+    if scheduler != "fifo":
+        searched = next((m for m, ps in parsed.items() if RECIPE_PREFIX + "epochs" in ps), None)
+        if searched is not None:
+            raise UsageError(f"{where}: methods.{searched}.update.epochs: with search.scheduler={scheduler} the "
+                             "scheduler decides how long an update trains; set the epochs (its maximum) in "
+                             "scenario.update_training instead")
+    budget = search.get("budget", "per-scenario")
+    if budget not in BUDGETS:
+        raise UsageError(f"{where}: search.budget={budget!r}; choose from {', '.join(BUDGETS)}")
+    if budget == "per-method" and sampler == "grid":
+        raise UsageError(f"{where}: search.budget=per-method does not apply to the grid sampler, which runs every "
+                         "point of every method; use nsga2, tpe or random")
 
     def num(key, default, lo, kind=int):
         v = search.get(key, default)
@@ -347,7 +427,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
         max_failures=num("max_failures", 2, 0), scheduler=scheduler,
         reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
         replicates=num("replicates", 0, 0), pack="auto" if search.get("pack") == "auto" else num("pack", 1, 1),
-        resource_timeout=num("resource_timeout", 600, 0, float),
+        resource_timeout=num("resource_timeout", 600, 0, float), budget=budget,
         scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
     space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}
@@ -399,6 +479,37 @@ def _wrap(fn, value, where, key):
         return fn(str(value))
     except UsageError as e:
         raise UsageError(f"{where}: {key}: {e}") from None
+
+
+def _flatten_recipe(params: dict, where: str) -> dict:
+    """A method block with a nested `update: {lr: ...}` written as `update.lr: ...`."""
+    out = {}
+    for pname, spec in params.items():
+        pname = str(pname)
+        if pname == RECIPE_PREFIX[:-1]:
+            if not isinstance(spec, dict):
+                raise UsageError(f"{where}.update must map recipe settings ({', '.join(RECIPE_SEARCH)}) "
+                                 "to values or distributions")
+            out.update({RECIPE_PREFIX + str(k): v for k, v in spec.items()})
+        else:
+            out[pname] = spec
+    return out
+
+
+def _parse_recipe_dist(spec: Any, pname: str, where: str) -> Dist:
+    """An `update.KEY` entry of a method block: a value or distribution of a recipe setting,
+    every value it can take checked by `TrainRecipe` itself."""
+    name = pname[len(RECIPE_PREFIX):]
+    if name not in RECIPE_SEARCH:
+        raise UsageError(f"{where}: not a searchable recipe setting; use one of "
+                         + ", ".join(RECIPE_PREFIX + k for k in RECIPE_SEARCH))
+    dist = _parse_dist(spec, RECIPE_SEARCH[name], where)
+    for value in dist.extremes():
+        try:
+            TrainRecipe().with_overrides(**{name: value})
+        except UsageError as e:
+            raise UsageError(f"{where}: {value!r}: {e}") from None
+    return dist
 
 
 def _parse_dist(spec: Any, hp: HParam, where: str) -> Dist:

@@ -183,7 +183,7 @@ class StudyBook:
             cfg = decode_config(row)
         except (UsageError, ValueError, TypeError, KeyError):
             return None, None
-        return self.space.optuna_params(cfg.method, dict(cfg.hparams), cfg.seed)
+        return self.space.optuna_params(cfg.method, self.space.point(cfg), cfg.seed)
 
     def outcome(self, row: dict[str, Any]) -> tuple[list[float] | None, TrialState, dict[str, float]]:
         """What Optuna is told of a row, from its **validation** metrics only (`val_*`: the

@@ -329,13 +329,16 @@ def _short(v) -> str:
 def preflight_space(space: SearchSpace, datasets: dict) -> None:
     """The checks a trial makes before it trains, made once per scenario and method on the
     driver, so a sweep refuses bad input before Ray starts instead of failing every trial."""
+    from ..methods import get_method
     from ..trial import preflight
     from .trainable import dataset_key
 
-    for tmpl in space.templates.values():
+    for key in space.templates:
         for method in space.methods:
-            cfg = tmpl.replace(method=method)
-            preflight(cfg, datasets.get(dataset_key(cfg)))
+            first, *others = space.recipe_corners(key, method)  # the recipe settings it searches, at their edges
+            preflight(first, datasets.get(dataset_key(first)))
+            for cfg in others:
+                get_method(method).check(cfg)
 
 
 def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
@@ -351,11 +354,12 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
         from .auto_pack import auto_pack_sizes
 
         pack_sizes = auto_pack_sizes(space, out, list(remaining), datasets, quiet=opts.quiet)
-    from .searcher import trained_configs
+    from .searcher import method_counts, trained_configs
 
+    earlier = read_results(out, required=False)
     searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
                             stopped_by_scheduler=stopped, pack_sizes=pack_sizes,
-                            trained=trained_configs(read_results(out, required=False)))
+                            trained=trained_configs(earlier), method_done=method_counts(earlier))
     run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
     board = None
     if scheduler is not None and space.pack != 1:  # the scheduler stops single members of packs
@@ -399,14 +403,25 @@ def _reference_counts(out: Storage, run_id: str) -> tuple[int, int]:
 
 def _scheduler(space: SearchSpace, out: Storage):
     """None (FIFO: every trial runs its full budget) or the multi-objective ASHA scheduler
-    over the sweep's validation objectives, with the rungs of an earlier run restored."""
+    (`search.scheduler`: mo-asha or stratified-asha) over the sweep's validation objectives,
+    with the rungs of an earlier run restored."""
     if space.scheduler == "fifo":
         return None
+    from .method_rungs import MethodMOASHAScheduler
     from .scheduler import MOASHAScheduler
+    from .stratified import StratifiedMOASHAScheduler
 
+    # a per-method budget ranks each method's trials against its own: equal compute per method
+    kind = MethodMOASHAScheduler if space.budget == "per-method" else MOASHAScheduler
     max_t = max(t.update_recipe.epochs for t in space.templates.values())
-    scheduler = MOASHAScheduler(space.objectives, space.constraints, time_attr="epoch", max_t=max_t,
-                                grace_period=space.grace_period, reduction_factor=space.reduction_factor)
+    kw = dict(time_attr="epoch", max_t=max_t, grace_period=space.grace_period,
+              reduction_factor=space.reduction_factor)
+    if space.scheduler == StratifiedMOASHAScheduler.name:
+        # its strata include the method, so a per-method budget's trials are ranked per method there too
+        categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, dists in space.methods.items()}
+        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
+    else:
+        scheduler = kind(space.objectives, space.constraints, **kw)
     state = RunDir(out).read_scheduler_state()
     if state is not None:
         scheduler.load_state_dict(state)
@@ -615,5 +630,5 @@ def _space_record(space: SearchSpace) -> SweepRecord:
         scenario_options=space.scenario_options, sampler=space.sampler,
         trials_per_scenario=space.trials_per_scenario, scheduler=space.scheduler,
         reduction_factor=space.reduction_factor, grace_period=space.grace_period,
-        replicates=space.replicates, pack=space.pack, cpus_per_trial=space.cpus_per_trial,
+        replicates=space.replicates, pack=space.pack, budget=space.budget, cpus_per_trial=space.cpus_per_trial,
         templates={k: t.to_dict() for k, t in space.templates.items()})
