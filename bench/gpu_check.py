@@ -52,7 +52,6 @@ from flipsearch.trial import load_data, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
 FAILS: list[str] = []
-METHODS = ("ce", "bct", "fd", "mpt", "neurecover")
 SECTIONS = ("methods", "pack", "repeat", "sync", "curve", "sweeps")
 
 
@@ -113,12 +112,14 @@ def cfg_for(sizes: Sizes, device: str, method: str, amp: bool, data_root: str | 
 
 
 def part_methods(sizes: Sizes, device: str, data_root: str | None, out: Path) -> None:
+    from flipsearch.methods import methods
+
     section("methods: one trial each on the device, augmentation on")
     print(f"  {'method':<11} {'amp':<5} {'status':<9} {'nfr':>7} {'acc new':>8} {'seconds':>8}")
     for amp in sizes.amps:
         store = ReferenceStore()
         dataset = None
-        for method in METHODS:
+        for method in methods():  # every registered method
             cfg = cfg_for(sizes, device, method, amp, data_root)
             dataset = dataset or load_data(cfg)
             t = time.perf_counter()
