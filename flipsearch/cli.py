@@ -172,8 +172,11 @@ def trial(method, model, settings, critical_classes, critical_mask, old_model, s
     if save_model and result.status == "ok":
         import torch
 
-        torch.save(result.model.state_dict(), save_model)
-        torch.save(result.old_model.state_dict(), _m1_path(save_model))
+        from .references import cpu_state
+
+        # CPU copies: a checkpoint of CUDA tensors does not load on a machine without CUDA
+        torch.save(cpu_state(result.model), save_model)
+        torch.save(cpu_state(result.old_model), _m1_path(save_model))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:

@@ -220,7 +220,8 @@ def _rerun_here(row: pd.Series) -> list[str]:
     device = str(row.get("device_used") or "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"
-    here = numerics(device, update_amp=str(row.get("precision") or "float32") != "float32")
+    recorded = str(row.get("precision") or "float32")
+    here = numerics(device, m1_amp=recorded in ("amp", "amp-m1"), update_amp=recorded in ("amp", "amp-update"))
     if threads_of(row) is not None:
         here["threads"] = threads_of(row)
     return rerun_differences(row, here)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .baselines import BASELINE_METHOD, is_default_ce
+from .recommend import replay_device
 
 GALLERY_LIMIT = 60
 
@@ -202,8 +203,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
 
         torch.set_num_threads(max(1, threads_of(point) or int(threads)))
         cfg = decode_config(point)
-        if cfg.device != "auto":
-            cfg = cfg.replace(device="auto")
+        cfg = cfg.replace(device=replay_device(cfg.device))  # the row's own device, never `auto`
         run = RunDir(out_uri)
         out = run.storage
         store = ReferenceStore(run.sub(RunDir.REFERENCES))
