@@ -17,7 +17,7 @@ M1 is an untrained seeded model of the same architecture: its weights do not cha
 
     python bench/packing.py [--threads 1] [--datasets digits fashion] [--parts steps trials shrink engines]
                             [--packs 1 2 4 8 16] [--epochs 4] [--fashion-n 2000] [--repeats 3]
-    python bench/packing.py --device cuda --amp --datasets fashion --parts trials --packs 1 4 16 64
+    python bench/packing.py --device cuda --amp --datasets fashion --parts trials --packs 1 4 16 64 [--data-root DIR]
     python bench/packing.py --profile 16 --datasets digits
 """
 
@@ -33,6 +33,7 @@ from _timing import interleave, machine, median, parse_with_smoke, set_threads
 import torch
 
 from flipsearch.data import load_dataset, subsample
+from flipsearch.errors import FlipsearchError
 from flipsearch.methods import get_method
 from flipsearch.methods._base import UpdateContext
 from flipsearch.models import build_model
@@ -233,16 +234,26 @@ def part_profile(setup: Setup, k: int, steps: int, engine: str) -> None:
         print("    top ops: " + ", ".join(f"{r.key} {r.self_cpu_time_total / 1e3 / steps:.1f}ms" for r in top))
 
 
-def make_setups(names, device, amp: bool, fashion_n: int) -> list[Setup]:
+def load_fashion(data_root: str | None):
+    """Fashion-MNIST from `data_root` (or Debian's folder); where neither has it (a bare GPU
+    machine), the embedded fashion-mnist-mini (6,000 real training images), named as such."""
+    try:
+        return "fashion-mnist", load_dataset("fashion-mnist", data_root)
+    except FlipsearchError as e:
+        print(f"note: no Fashion-MNIST ({str(e).splitlines()[0][:120]}); using the embedded fashion-mnist-mini")
+        return "fashion-mnist-mini", load_dataset("fashion-mnist-mini")
+
+
+def make_setups(names, device, amp: bool, fashion_n: int, data_root: str | None = None) -> list[Setup]:
     out = []
     for name in names:
         if name == "digits":
             ds = load_dataset("digits")
             out.append(Setup("digits/small", "small", ds.x_train, ds.y_train, ds.num_classes, 32, device, amp))
         elif name == "fashion":
-            full = load_dataset("fashion-mnist")
-            ds = subsample(full, fashion_n / len(full.y_train), seed=0)
-            out.append(Setup(f"fashion-mnist {len(ds.y_train)}/cnn8", "cnn8", ds.x_train, ds.y_train,
+            label, full = load_fashion(data_root)
+            ds = subsample(full, min(1.0, fashion_n / len(full.y_train)), seed=0)
+            out.append(Setup(f"{label} {len(ds.y_train)}/cnn8", "cnn8", ds.x_train, ds.y_train,
                              ds.num_classes, 128, device, amp))
         else:
             raise SystemExit(f"unknown data set {name!r} (digits, fashion)")
@@ -260,6 +271,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="epochs of a whole trial (trials, shrink)")
     ap.add_argument("--steps", type=int, default=8, help="steps per timed run (steps, engines, profile)")
     ap.add_argument("--fashion-n", type=int, default=2000, help="Fashion-MNIST training samples (stratified)")
+    ap.add_argument("--data-root", default=None,
+                    help="where Fashion-MNIST lies (default: torchvision's root, then Debian's folder; "
+                         "neither: the embedded fashion-mnist-mini)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1, help="untimed runs of each variant first")
     ap.add_argument("--engine", default="auto")
@@ -275,11 +289,12 @@ def main() -> None:
                      if args.clock == "auto" else args.clock)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(machine() + f", device {device}{gpu}, timing {CLOCK['kind']} seconds")
-    for setup in make_setups(args.datasets, device, args.amp, args.fashion_n):
-        # one-off costs (kernel selection, lazy initialisation) out of the timed runs
+    for setup in make_setups(args.datasets, device, args.amp, args.fashion_n, args.data_root):
+        # one-off costs (kernel selection, lazy initialisation) out of the timed runs; only the
+        # engines the parts time (the vmap engine under AMP need not run for a grouped figure)
         tiny = member_configs(2, setup.recipe(1))
         xs, ys = setup.x[:2 * setup.batch_size], setup.y[:2 * setup.batch_size]
-        for e in ("grouped", "vmap"):
+        for e in (("grouped", "vmap") if "engines" in args.parts else (args.engine,)):
             run_pack(setup, tiny, e, xs, ys, whole=True)
         run_solo(setup, tiny, xs, ys, whole=True)
         if args.profile:

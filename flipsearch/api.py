@@ -8,6 +8,7 @@
     report = build_report("runs/smoke")        # fronts, tables, recommendation
     report.write("runs/smoke/report")
     verdict = gate("m1.pt", "m2.pt", "digits", max_nfr=0.01)   # may the update ship?
+    update = load_update("runs/smoke", recommended=True)   # the kept M1, M2 and model card
 """
 
 from __future__ import annotations
@@ -65,6 +66,22 @@ def report_dir(out: str, report_dir: str | None = None) -> str:
     return check_report_dir(report_dir or default_report_dir(out))
 
 
+def load_update(out: str, trial: str | None = None, *, recommended: "str | bool | None" = None):
+    """The kept update of one trial of the sweep in `out` (`trial`: its uid or a unique
+    prefix; or `recommended=True` / `recommended="SCENARIO"`: the report's recommendation):
+    a `KeptUpdate` with `m1`, `m2` (CPU modules in eval mode) and `card` (the model card)."""
+    from .export import load_update as _load
+
+    return _load(out, trial, recommended=recommended)
+
+
+def export_update(out: str, to: str, trial: str | None = None, *, recommended: "str | bool | None" = None) -> list[str]:
+    """Write `load_update`'s m2.pt, m1.pt, card.json and card.md into the directory `to`."""
+    from .export import export_update as _export
+
+    return _export(out, to, trial, recommended=recommended)
+
+
 def gate(old: str, new: str, dataset: str, rules=None, **options: Any):
     """May the update from checkpoint `old` (M1) to `new` (M2) ship? `rules` is a
     `flipsearch.gate.GateRules` (or its fields as keyword options: `max_nfr=0.01`, …);
@@ -106,4 +123,4 @@ def list_methods() -> dict[str, dict]:
 
 
 __all__ = ["TrialConfig", "TrialResult", "run_trial", "sweep", "read_results", "build_report", "report_dir",
-           "list_methods", "gate", "gate_trial"]
+           "load_update", "export_update", "list_methods", "gate", "gate_trial"]

@@ -27,6 +27,7 @@ metrics only; the test set is only reported.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -126,8 +127,17 @@ class Scenario:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     def to(self, device: torch.device | str) -> "Scenario":
-        return Scenario(self.dataset.to(device), self.arrangement, self.seed, self.train_idx.to(device),
-                        self.update_idx.to(device), self.num_old_classes, self.val_idx.to(device))
+        """This scenario with its splits and the test set on `device`. Each split is cut from
+        the pool where the pool lies and moved once; the pool itself stays there (a trial
+        trains and evaluates on the splits only), so a GPU holds each split once, not the
+        pool besides (about half the memory in the disjoint arrangements)."""
+        data = dataclasses.replace(self.dataset, x_test=self.dataset.x_test.to(device),
+                                   y_test=self.dataset.y_test.to(device))
+        moved = Scenario(data, self.arrangement, self.seed, self.train_idx, self.update_idx,
+                         self.num_old_classes, self.val_idx)
+        for name in ("x_train", "y_train", "x_update", "y_update", "x_val", "y_val"):
+            moved.__dict__[name] = getattr(self, name).to(device)  # the cached_property's slot
+        return moved
 
 
 def _check_seed(seed: int) -> int:

@@ -61,6 +61,7 @@ def cli(debug: bool) -> None:
       flipsearch trial --method bct --set lambda_c=1   one update, all metrics
       flipsearch sweep search_spaces/smoke.yaml --out runs/smoke
       flipsearch report runs/smoke                     Pareto fronts, tables, plots
+      flipsearch export runs/smoke --recommended digits__exclusive-op__small --to ship/
     """
     global _DEBUG
     _DEBUG = debug
@@ -171,8 +172,11 @@ def trial(method, model, settings, critical_classes, critical_mask, old_model, s
     if save_model and result.status == "ok":
         import torch
 
-        torch.save(result.model.state_dict(), save_model)
-        torch.save(result.old_model.state_dict(), _m1_path(save_model))
+        from .references import cpu_state
+
+        # CPU copies: a checkpoint of CUDA tensors does not load on a machine without CUDA
+        torch.save(cpu_state(result.model), save_model)
+        torch.save(cpu_state(result.old_model), _m1_path(save_model))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, default=str))
     else:
@@ -319,6 +323,9 @@ def list_cmd(as_json):
 @click.option("--pack", type=PACK, default=None,
               help="Train up to K configurations of one scenario and loss method together in one Ray trial "
                    "(one row each; 1 = one configuration per trial; auto = measure the best K per scenario).")
+@click.option("--keep", type=click.Choice(["front", "all", "none"]), default=None,
+              help="Which trials keep their M2 in OUT/models/: each scenario's validation front (default), "
+                   "all, or none.")
 @click.option("--cpus-per-trial", type=click.FloatRange(min=0), default=None,
               help="CPUs Ray reserves per trial (and torch threads it uses).")
 @click.option("--gpus-per-trial", type=click.FloatRange(min=0), default=None, help="Fractions pack trials: 0.25 = four per GPU.")
@@ -398,6 +405,22 @@ def report(sweep_dir, report_dir, objectives, constraints, output_format, no_fli
         click.echo(render_terminal(rep, counts=counts), nl=False)
         click.echo(f"\nreport: {rep.report_dir}/index.html (and summary.md, front.parquet, trials.csv, "
                    f"{len(written) - 4} plots)")
+
+
+@cli.command()
+@click.argument("sweep_dir", metavar="OUT")
+@click.option("--trial", default=None, metavar="UID", help="The trial to export: its trial_uid (or a unique prefix).")
+@click.option("--recommended", default=None, is_flag=False, flag_value="", metavar="[SCENARIO]",
+              help="Export the report's recommendation (in SCENARIO; may be omitted with one scenario).")
+@click.option("--to", "to", required=True, type=click.Path(), help="Directory to write m2.pt, m1.pt, card.json, card.md.")
+def export(sweep_dir, trial, recommended, to):
+    """Export a kept model of the sweep in OUT: M2, its M1 and the model card."""
+    from .api import export_update
+
+    if (trial is None) == (recommended is None):
+        raise UsageError("name one trial: --trial UID or --recommended [SCENARIO]")
+    written = export_update(sweep_dir, to, trial, recommended=True if recommended == "" else recommended)
+    click.echo(f"exported trial to {to}: " + ", ".join(os.path.basename(p) for p in written))
 
 
 @cli.command()

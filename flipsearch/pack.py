@@ -34,7 +34,8 @@ Two engines compute the packed forward:
 rounding (the tests check weights to 1e-5 and identical predictions).
 
 A member whose epoch loss is NaN/inf leaves the pack as `diverged` at the end of that
-epoch (where `fit` would raise `DivergedError`); `on_epoch(epoch, losses)` may return
+epoch (where `fit` would raise `DivergedError`; as in `fit`, under AMP the epoch loss
+leaves out the member's steps the scaler skipped); `on_epoch(epoch, losses)` may return
 members to stop, which leave with their state at that epoch. The pack then shrinks: the
 remaining members' tensors are re-stacked, so they run at the speed of a smaller pack.
 """
@@ -599,6 +600,7 @@ def fit_pack(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, reci
     for epoch in range(recipe.epochs):
         k = len(active)
         totals = torch.zeros(k, device=device)
+        counted = torch.zeros(k, device=device)  # samples of each member's steps taken
         trainable = [tensors[n] for n in opt.names]
         member_losses = [loss_fns[i] for i in active]
         for batch in epoch_batches(x, y, recipe, gen):
@@ -622,8 +624,13 @@ def fit_pack(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, reci
             if scaler is not None:
                 scaler.update(found)
             step += 1
-            totals += losses.detach() * len(batch.idx)
-        epoch_losses = [float(t) / len(x) for t in totals.tolist()]
+            if applied is None:
+                totals += losses.detach() * len(batch.idx)
+                counted += len(batch.idx)
+            else:  # a step the scaler skipped (fp16 overflow) is no divergence: leave it out
+                totals += torch.where(applied, losses.detach(), 0.0) * len(batch.idx)
+                counted += applied * len(batch.idx)
+        epoch_losses = [t / c if c else math.nan for t, c in zip(totals.tolist(), counted.tolist())]
         leaving: list[tuple[int, str, str]] = []
         for pos, i in enumerate(active):
             if not math.isfinite(epoch_losses[pos]):

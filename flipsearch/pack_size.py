@@ -6,19 +6,24 @@ For one scenario (its data, model and update recipe) `throughput_curve` times a 
 member-samples per second and, on CUDA, the peak memory. The members train with plain
 cross-entropy: a method's loss (a teacher's logits are computed once per pack) costs little
 next to K forward and backward passes. Doubling stops when the rate gains less than `GAIN`
-(the device is busy already), when the next pack would not fit in `MEMORY_SHARE` of the
-free device memory, or when one measurement passes `BUDGET_S`. `choose_pack_size` takes the
-smallest K within `TOLERANCE` of the best rate: a larger pack buys nothing and makes the
-search wait for more suggestions per step.
+(the device is busy already), when the next pack would not fit the memory budget, when a
+pack runs out of CUDA memory (the curve ends at the last pack that fitted), or when one
+measurement passes `BUDGET_S`. The memory budget is `MEMORY_SHARE` of what the trial may
+use: the device's free memory, but at most its share of the whole device
+(`gpus_per_trial 0.25` puts four packs on one GPU). `choose_pack_size` takes the smallest K
+within `TOLERANCE` of the best rate: a larger pack buys nothing and makes the search wait
+for more suggestions per step.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 
+from . import numerics
 from .config import TrialConfig
 from .data import Dataset
 from .models import build_model
@@ -47,13 +52,46 @@ class CurvePoint:
         return asdict(self)
 
 
+def memory_budget(device: torch.device, share: float = 1.0) -> float:
+    """Bytes a pack on CUDA `device` may plan to use: MEMORY_SHARE of the memory this
+    process can have, i.e. the free memory plus what its caching allocator holds, but at most
+    `share` (the trial's `gpus_per_trial`, at most 1) of the device's total."""
+    free, total = torch.cuda.mem_get_info(device)
+    mine = torch.cuda.memory_reserved(device)  # cached blocks count as used in `free`
+    return MEMORY_SHARE * min(free + mine, min(1.0, share) * total)
+
+
+def grow(measure: Callable[[int], CurvePoint], sizes=SIZES, budget_s: float = BUDGET_S,
+         budget_bytes: Callable[[], float] | None = None) -> list[CurvePoint]:
+    """The curve: `measure(k)` for k in `sizes`, one at a time, until a stop rule (module
+    doc) ends it. `budget_bytes()` (CUDA only) is the memory the next pack may plan on."""
+    points: list[CurvePoint] = []
+    for k in sizes:
+        try:
+            point = measure(k)
+        except torch.cuda.OutOfMemoryError:
+            break  # this pack does not fit: the curve ends at the last one that did
+        points.append(point)
+        best_before = max((p.rate for p in points[:-1]), default=0.0)
+        if best_before and point.rate < GAIN * best_before:
+            break  # the device is full: doubling again buys less than GAIN
+        if point.seconds > budget_s:
+            break
+        if budget_bytes is not None and 2 * point.peak_bytes > budget_bytes():
+            break  # the next pack (about twice the memory) would not fit
+    return points
+
+
 def throughput_curve(cfg: TrialConfig, dataset: Dataset | None = None, *, sizes=SIZES,
-                     steps: int = STEPS, budget_s: float = BUDGET_S) -> list[CurvePoint]:
-    """Measured points of the curve for `cfg`'s scenario, model and update recipe."""
+                     steps: int = STEPS, budget_s: float = BUDGET_S, gpu_share: float = 1.0) -> list[CurvePoint]:
+    """Measured points of the curve for `cfg`'s scenario, model and update recipe, on
+    `cfg.device` (the sweep passes the device its trials get). `gpu_share`: the trial's
+    share of the GPU. Empty when not even one member fits in memory."""
     from .trial import load_scenario
 
     scenario = load_scenario(cfg, dataset)
     device = pick_device(cfg.device)
+    numerics.apply(device)
     recipe = cfg.update_recipe.with_overrides(epochs=1)
     x, y = scenario.x_update.to(device), scenario.y_update.to(device)
     n = min(len(y), steps * recipe.batch_size)
@@ -73,26 +111,25 @@ def throughput_curve(cfg: TrialConfig, dataset: Dataset | None = None, *, sizes=
         peak = torch.cuda.max_memory_allocated(device) if cuda else 0
         return CurvePoint(k, seconds, k * n / seconds, int(peak))  # n: read at call time
 
-    # Warm-up (first-call costs: allocator, kernels, autotuning), then enough steps that a
-    # solo measurement lasts about MIN_SECONDS, so timer noise and per-call set-up stay small.
-    measure(1)
-    n = min(len(y), max(n, int(n * MIN_SECONDS / measure(1).seconds)))
-    points: list[CurvePoint] = []
-    for k in sizes:
-        point = measure(k)
-        points.append(point)
-        best_before = max((p.rate for p in points[:-1]), default=0.0)
-        if best_before and point.rate < GAIN * best_before:
-            break  # the device is full: doubling again buys less than GAIN
-        if point.seconds > budget_s:
-            break
-        if cuda and 2 * point.peak_bytes > MEMORY_SHARE * torch.cuda.mem_get_info(device)[0] + point.peak_bytes:
-            break  # the next pack (about twice the memory) would not fit
+    try:
+        # Warm-up (first-call costs: allocator, kernels, autotuning), then enough steps that a
+        # solo measurement lasts about MIN_SECONDS, so timer noise and per-call set-up stay small.
+        measure(1)
+        n = min(len(y), max(n, int(n * MIN_SECONDS / measure(1).seconds)))
+    except torch.cuda.OutOfMemoryError:
+        points = []  # not even one member fits: the sweep runs unpacked (and its trials say why)
+    else:
+        points = grow(measure, sizes, budget_s, (lambda: memory_budget(device, gpu_share)) if cuda else None)
+    if cuda:
+        torch.cuda.empty_cache()  # a probe's (or an out-of-memory pack's) blocks back to the device
     return points
 
 
 def choose_pack_size(points: list[CurvePoint], cap: int | None = None) -> int:
-    """The smallest measured K within TOLERANCE of the best rate (at most `cap`)."""
+    """The smallest measured K within TOLERANCE of the best rate (at most `cap`); 1 for an
+    empty curve."""
+    if not points:
+        return 1
     usable = [p for p in points if cap is None or p.k <= cap] or points[:1]
     best = max(p.rate for p in usable)
     return min(p.k for p in usable if p.rate >= TOLERANCE * best)

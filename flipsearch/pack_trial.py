@@ -85,6 +85,7 @@ def run_pack(configs: Sequence[TrialConfig], *, store: ReferenceStore | None = N
     results = []
     for c, model, member in zip(configs, models, members):
         result = TrialResult(c, {}, epochs=member.epochs, timings=dict(prep.timings), references=dict(prep.refs.status),
+                             reference_keys=dict(prep.refs.keys),
                              scenario=description, old_model=m1, info=method.facts(ctx, dict(c.hparams)),
                              numerics=prep.numerics())
         if member.status == "diverged":

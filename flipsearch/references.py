@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, ContextManager
 import torch
 from torch import nn
 
+from . import numerics
 from .errors import UsageError
 from .models import build_model
 from .storage import Storage
@@ -132,22 +133,49 @@ class DerivedCache:
     """Values computed from reference models and scenario data only (never from a trial's
     hyperparameters), keyed by a tuple of content addresses: a teacher's logits over
     D_update, NeuRecover's localisation inputs. One per reference store, so the trials of a
-    sweep worker compute each once. A key of None (or one holding None) is not cached."""
+    sweep worker compute each once. A key of None (or one holding None) is not cached.
+
+    Values are kept on the CPU and handed out on the caller's `device`: a reused Ray actor
+    lives for many trials, and CUDA tensors held here would stay allocated on its GPU share
+    between and after them (the trial's own copy goes with the trial)."""
 
     def __init__(self):
         self._values: dict[tuple, Any] = {}
 
-    def get(self, key: tuple | None, build: Callable[[], Any]) -> tuple[Any, str]:
-        """(value, "hit" | "miss" | "off"); the caller must not modify the value."""
+    def get(self, key: tuple | None, build: Callable[[], Any],
+            device: torch.device | str | None = None) -> tuple[Any, str]:
+        """(value, "hit" | "miss" | "off"), its tensors on `device` (None: where `build` put
+        them on a miss, the CPU on a hit); the caller must not modify the value."""
         if key is None or any(k is None for k in key):
             return build(), "off"
         if key in self._values:
-            return self._values[key], "hit"
-        self._values[key] = value = build()
+            value = self._values[key]
+            return (value if device is None else to_device(value, device)), "hit"
+        value = build()
+        self._values[key] = to_device(value, "cpu")
         return value, "miss"
 
     def clear(self) -> None:
         self._values.clear()
+
+
+def to_device(value: Any, device: torch.device | str) -> Any:
+    """`value` with every tensor in it (nested in lists, tuples, dicts and dataclasses)
+    on `device`; a tensor already there is not copied."""
+    import dataclasses
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, tuple):  # a NamedTuple
+        return type(value)(*(to_device(v, device) for v in value))
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: to_device(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 @dataclass
@@ -227,9 +255,15 @@ class ReferenceBuilder:
             model.load_state_dict(state)
         return model.to(self.device)
 
+    def key(self, kind: str, extra: dict) -> str:
+        """The content address of reference `kind`: the scenario, `extra` (recipes, options)
+        and the device's numerics (`numerics.tag`: a model trained on CUDA is not the one the
+        CPU trains, so a mixed cluster never hands one device's reference to the other)."""
+        return reference_key(kind, {**self.spec, **extra, "device": numerics.tag(self.device)})
+
     def _fetch(self, kind: str, extra: dict, build: Callable[[], dict]) -> dict:
         t0 = time.perf_counter()
-        key = reference_key(kind, {**self.spec, **extra})
+        key = self.key(kind, extra)
         payload, hit = self.store.get_or_build(key, build)
         self.keys[kind] = key
         self.status[kind] = "hit" if hit else "miss"
@@ -247,7 +281,7 @@ class ReferenceBuilder:
             load_user_state(model, self.old_model_path, f"model {self.model_name!r} with "
                                                         f"{self.num_old_classes} outputs")
             self.status["m1"] = "user"
-            self.keys["m1"] = reference_key("m1-user", {**self.spec, "sha256": self.old_model_sha})
+            self.keys["m1"] = self.key("m1-user", {"sha256": self.old_model_sha})
             return model.eval()
 
         def build():

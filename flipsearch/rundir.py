@@ -7,7 +7,7 @@
       scheduler.json    MO-ASHA's rungs, for --resume and the report's early-stopping section
       pack_auto.json    measured pack sizes (search/auto_pack.py)
       references/       content-addressed reference models (references.py)
-      models/           models kept from the front
+      models/           kept models of trials, with sha256 sidecars (kept_models.py, search.keep)
       report/           `flipsearch report`'s default output
       ray/              Ray Tune's experiment state
       sweep.lock        held while a sweep runs
@@ -45,6 +45,8 @@ class SweepRecord:
         scenario_options, templates: the scenario settings (per scenario key for templates).
         cpus_per_trial: the CPUs Ray reserved per trial (the report re-runs with as many threads);
             None in records written before it was recorded.
+        keep: which trials kept their M2 in models/ (`search.keep`: front, all, none); None in
+            records written before models were kept.
         The other fields are the `search:` settings of the same names.
     """
 
@@ -65,6 +67,7 @@ class SweepRecord:
     pack: Any = None
     budget: str | None = None
     cpus_per_trial: float | None = None
+    keep: str | None = None
     templates: dict[str, Any] = field(default_factory=dict)
 
     # field -> the JSON types it accepts (None is accepted by the optional ones)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import numerics
 from .arrangements import Scenario, describe, explicit_scenario, make_scenario
 from .config import TrialConfig
 from .data import Dataset, load_dataset, subsample
@@ -26,7 +27,7 @@ from .metrics import compute_metrics
 from .models import build_model, expand_outputs
 from .objectives import SELECTION_PREFIX
 from .references import ReferenceBuilder, ReferenceInputs, ReferenceStore
-from .train import pick_device, predict_logits
+from .train import eval_batch_size, pick_device, predict_logits
 
 VAL_PREFIX = SELECTION_PREFIX
 # epoch_report(epoch, val_metrics, seconds) -> True to stop the update there
@@ -45,6 +46,7 @@ class TrialResult:
     epochs: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     references: dict[str, str] = field(default_factory=dict)
+    reference_keys: dict[str, str] = field(default_factory=dict)  # kind -> content address (M1's in references/)
     info: dict[str, Any] = field(default_factory=dict)
     scenario: dict[str, Any] = field(default_factory=dict)
     model: torch.nn.Module | None = field(default=None, repr=False)  # M2, for callers that save it
@@ -110,6 +112,7 @@ class PreparedTrial:
     def __init__(self, cfg: TrialConfig, store: ReferenceStore | None = None, dataset: Dataset | None = None):
         self.cfg = cfg
         self.device = pick_device(cfg.device)
+        numerics.apply(self.device)
         self.store = store or ReferenceStore()
         self.m1_recipe, self.update_recipe = cfg.recipes()
         self.timings: dict[str, float] = {}
@@ -208,7 +211,8 @@ def run_trial(cfg: TrialConfig, *, store: ReferenceStore | None = None, dataset:
     method = get_method(cfg.method)
     prep = PreparedTrial(cfg, store, dataset)
     epochs = prep.update_recipe.epochs
-    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, numerics=prep.numerics())
+    result = TrialResult(cfg, {}, timings=prep.timings, references=prep.refs.status, reference_keys=prep.refs.keys,
+                         numerics=prep.numerics())
     try:
         result.old_model = prep.load_m1()
 
@@ -248,6 +252,7 @@ def preflight(cfg: TrialConfig, dataset: Dataset | None = None) -> Scenario:
 
     method = get_method(cfg.method)
     method.check(cfg)
+    eval_batch_size()  # a bad FLIPSEARCH_EVAL_BATCH is refused before any training
     if cfg.old_model:
         _check_readable(cfg.old_model)
     scenario = load_scenario(cfg, dataset)

@@ -241,9 +241,10 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys):
 
 def _sweep_dir_with_one_trial(out, keep: bool):
     """What a sweep leaves for one digits trial: its row, its M1 in OUT/references and (kept)
-    its M2 under OUT/models — written by the same functions a sweep trial calls."""
+    its M2 under OUT/models — written by the same functions a sweep trial calls
+    (`run_trial`, `encode_row`, `kept_models.save_model`)."""
     from flipsearch import TrialConfig, run_trial
-    from flipsearch.gate.kept import kept_m2_parts
+    from flipsearch.kept_models import save_model
     from flipsearch.references import ReferenceStore
     from flipsearch.results import ResultsWriter, encode_row, new_trial_uid
     from flipsearch.storage import Storage
@@ -255,12 +256,7 @@ def _sweep_dir_with_one_trial(out, keep: bool):
     row = encode_row(result, {"run_id": "r", "study": "digits", "trial_number": 0, "trial_uid": uid})
     ResultsWriter(storage).append(row)
     if keep:
-        import io
-
-        buf = io.BytesIO()
-        torch.save(result.model.state_dict(), buf)
-        storage.makedirs(*kept_m2_parts(uid)[:-1])
-        storage.write_bytes(buf.getvalue(), *kept_m2_parts(uid))
+        save_model(storage.uri, uid, result)
     return uid, result
 
 

@@ -116,7 +116,8 @@ class UpdateContext:
             if id(model) not in self._unkeyed:
                 self._unkeyed[id(model)] = predict_logits(model, self.x_update)
             return self._unkeyed[id(model)]
-        return self.cache.get(("logits", key, "update"), lambda: predict_logits(model, self.x_update))[0]
+        return self.cache.get(("logits", key, "update"), lambda: predict_logits(model, self.x_update),
+                              self.device)[0]
 
     def old_logits(self) -> torch.Tensor:
         return self.teacher_logits("m1", self.old_model)
@@ -135,7 +136,11 @@ class UpdateResult:
 
 class Teacher:
     """A frozen model's logits for a batch: looked up from a one-off pass over the
-    training tensors when the batch is not augmented, computed in inference mode when it is."""
+    training tensors when the batch is not augmented, computed in inference mode when it is.
+
+    Either way they are float32 logits of a float32 forward pass: the loss is computed
+    inside the training step's autocast (AMP), which would otherwise run the teacher in
+    reduced precision and give the distillation losses other targets than the cached ones."""
 
     def __init__(self, model: nn.Module, cached_logits: torch.Tensor):
         self.model = model.eval()
@@ -144,8 +149,8 @@ class Teacher:
     def __call__(self, batch: Batch) -> torch.Tensor:
         if not batch.augmented:
             return self.cached[batch.idx]
-        with torch.inference_mode():
-            return self.model(batch.x).float()
+        with torch.inference_mode(), torch.autocast(batch.x.device.type, enabled=False):
+            return self.model(batch.x.float()).float()
 
 
 _REGISTRY: dict[str, "UpdateMethod"] = {}

@@ -127,12 +127,14 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
         tell(f"scenario {key}", i + 1, steps)
         scenarios.append(_scenario(key, df[keys == key], objs, cons, searched, colors, reported))
     early = _early(run, df, state, keys)                        # before the re-runs: a damaged state stops here
+    _mark_kept(storage, record, scenarios)
     if flips:
         for i, s in enumerate(scenarios):
             if s.recommendation.point is None:
                 continue
             cost = _expected_seconds(s)
-            tell(f"flips {s.key}: re-running the recommendation and the ce baseline (about {cost:.0f} s)",
+            tell(f"flips {s.key}: the recommendation against the ce baseline (a kept model is loaded, "
+                 f"a side without one re-run: at most about {cost:.0f} s)",
                  len(order) + i + 1, steps)
             s.flips = compare_flips(storage.uri, s.key, s.recommendation.point, s.test,
                                     threads=record.threads)
@@ -142,6 +144,28 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     return Report(storage.uri, record.name or storage.uri.rstrip("/").rsplit("/", 1)[-1], objs, cons,
                   scenarios, table, counts, searched, rows=df, early=early, reported=reported, record=given,
                   flips_requested=flips)
+
+
+def _mark_kept(storage, record: SweepRecord, scenarios: list[ScenarioReport]) -> None:
+    """Which front points have a kept model; a note names those without one (a report on
+    other objectives or constraints than the sweep kept its front for)."""
+    from ..kept_models import kept_uids
+
+    keep = record.keep or "none"
+    if keep == "none":
+        return
+    kept = kept_uids(storage)
+    for s in scenarios:
+        for p in s.points:
+            p.kept = str(p.row.get("trial_uid")) in kept
+        missing = [p.label for p in s.points if not p.kept]
+        if missing:
+            what = (f"the front of {', '.join(record.objectives)}"
+                    + (f" under {', '.join(record.constraints)}" if record.constraints else "")
+                    if keep == "front" else "every finished trial")
+            s.notes.append(f"front point{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                           f"{'have' if len(missing) > 1 else 'has'} no kept model (the sweep kept {what}); "
+                           "`flipsearch export` cannot ship it: rerun it with its command and --save-model")
 
 
 def _early(run: RunDir, df: pd.DataFrame, state, keys: pd.Series):

@@ -345,7 +345,13 @@ def _flips_blocks(report: "Report", s: "ScenarioReport") -> list:
     if f.error or f.rec is None:
         text = [para(f"No flip comparison: {f.error}.")]
         return [head, Raw(flips_html(f, esc), text, text)]
-    lead = para("The sweep keeps no models, so the report re-ran the recommendation and the ce baseline (", InlineCode("init=old"),
+    sides = [x for x in (f.rec, f.ce) if x is not None]
+    kept = [x.label for x in sides if x.source.startswith("kept model")]
+    rerun = [x.label for x in sides if not x.source.startswith("kept model")]
+    how = (f"The report loaded the kept model{'s' if len(kept) > 1 else ''} of the {' and the '.join(kept)}"
+           + (f" and re-ran the {' and the '.join(rerun)}" if rerun else " (no re-run)") if kept
+           else f"The sweep kept no model of these, so the report re-ran the {' and the '.join(rerun)}")
+    lead = para(how + " (ce: ", InlineCode("init=old"),
              f") at seed {f.rec.config.seed} — the same M1 — and audited both on the test set "
              f"({f.seconds:.1f} s). What this update breaks that plain retraining breaks too, what only it breaks, "
              "and what it saves:")
@@ -358,11 +364,12 @@ def _flips_blocks(report: "Report", s: "ScenarioReport") -> list:
                      f"{f.only_ce.size} only by ce (saved). The images are in index.html.")]
     for side in (f.rec, f.ce):
         if side is not None and side.reproduced is False:
+            what = "kept model of the" if side.source.startswith("kept model") else "re-run"
             why = (f"it cannot be exact here ({'; '.join(side.not_exact)})" if side.not_exact else
-                   "the row records the same torch, device, precision and threads as this re-run, so this is "
+                   "the row records the same torch, device, precision and threads as this run, so this is "
                    "a reproducibility defect worth reporting")
-            summary.append(para(f"Note: the re-run {side.label} has NFR {side.nfr * 100:.2f} % where its recorded row "
-                                f"has {side.recorded_nfr * 100:.2f} %: {why}; these flips are of the re-run models."))
+            summary.append(para(f"Note: the {what} {side.label} has NFR {side.nfr * 100:.2f} % where its recorded row "
+                                f"has {side.recorded_nfr * 100:.2f} %: {why}; these flips are of the models shown."))
     return [head, lead, Raw(flips_html(f, esc), summary, summary)]
 
 

@@ -119,7 +119,7 @@ def _scenario_json(rep: ReportData, s: ScenarioReport) -> dict:
             "val": metric_json(p.val, shown), "test": metric_json(p.test, shown),
             "seeds": {"n": p.n_seeds, "seeds": [int(x) for x in p.runs["seed"]] if "seed" in p.runs else [],
                       "test": _stats_json(p.stats, p.runs) if p.n_seeds > 1 else {}},
-            "within_noise_of": p.within_noise_of, "beyond_noise_of": p.beyond_noise_of,
+            "within_noise_of": p.within_noise_of, "beyond_noise_of": p.beyond_noise_of, "kept_model": p.kept,
         })
     return {
         "scenario": s.key, "dataset": s.dataset, "arrangement": s.arrangement, "model": s.model,

@@ -1,10 +1,11 @@
 """Flips you can see: the recommended update against plain retraining, sample by sample.
 
-A sweep keeps rows, not models. For each scenario the report re-runs two configurations —
-the recommendation and the `ce` baseline (default hyperparameters, `init=old`) at the
-recommendation's seed, so both updates start from the same M1 on the same split — with
-`flipsearch.trial.run_trial` and a `ReferenceStore` on `OUT/references` (M1 is a cache hit),
-then audits each against M1 on the test set with `flipsearch.audit.flip_audit`. Their
+For each scenario the report compares two configurations — the recommendation and the `ce`
+baseline (default hyperparameters, `init=old`) at the recommendation's seed, so both updates
+start from the same M1 on the same split. A side whose trial kept its model
+(`OUT/models/`, `search.keep`) is loaded from it, with no training; any other is re-run with
+`flipsearch.trial.run_trial` and a `ReferenceStore` on `OUT/references` (M1 is a cache hit).
+Each is audited against M1 on the test set with `flipsearch.audit.flip_audit`. Their
 negative flips split three ways:
 
 - `both`: samples M1 got right that the recommendation and ce both break;
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .baselines import BASELINE_METHOD, is_default_ce
+from .recommend import replay_device
 
 GALLERY_LIMIT = 60
 
@@ -45,6 +47,7 @@ class FlipSide:
     recorded_nfr: float | None       # the recorded row's NFR for this exact configuration and seed
     seconds: float
     not_exact: list[str] = field(default_factory=list)  # why this re-run cannot equal the row bitwise
+    source: str = "re-run"           # "re-run", or "kept model <trial uid>" when loaded from OUT/models/
 
     @property
     def nfr(self) -> float:
@@ -92,6 +95,7 @@ class FlipComparison:
             if s is None:
                 return None
             return {"config": s.config.to_dict(), "seed": s.config.seed, "seconds": round(s.seconds, 3),
+                    "source": s.source,
                     "recorded_nfr": s.recorded_nfr, "reproduced": s.reproduced, "not_exact": s.not_exact,
                     "metrics": {k: (v.to_json() if hasattr(v, "to_json") else int(v))
                                 for k, v in s.audit.metrics.items()},
@@ -104,41 +108,75 @@ class FlipComparison:
                 "only_baseline": [int(i) for i in self.only_ce], "seconds": round(self.seconds, 3)}
 
 
-def _recorded_row(rows: pd.DataFrame, cfg) -> pd.Series | None:
-    """The row of `rows` that recorded exactly this configuration and seed with a test NFR, if one did."""
+def _same_config_rows(rows: pd.DataFrame, cfg) -> pd.DataFrame:
+    """The ok rows of `rows` that ran exactly this configuration and seed."""
     from ..results import decode_config
 
     ok = rows[(rows["status"] == "ok") & (rows["method"] == cfg.method) & (rows["seed"] == cfg.seed)]
     want = cfg.replace(device="auto")
-    for _, r in ok.iterrows():
+
+    def same(r) -> bool:
         try:
-            same = decode_config(r).replace(device="auto") == want
+            return decode_config(r).replace(device="auto") == want
         except Exception:  # noqa: BLE001 - a row that no longer decodes is not this configuration
-            same = False
-        if same and pd.notna(r.get("nfr")):
+            return False
+
+    return ok[[same(r) for _, r in ok.iterrows()]] if len(ok) else ok
+
+
+def _recorded_row(rows: pd.DataFrame, cfg) -> pd.Series | None:
+    """The row of `rows` that recorded exactly this configuration and seed with a test NFR, if one did."""
+    for _, r in _same_config_rows(rows, cfg).iterrows():
+        if pd.notna(r.get("nfr")):
             return r
     return None
 
 
-def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset) -> FlipSide:
+def _kept_uid(rows: pd.DataFrame, cfg, kept: set[str], prefer: str | None = None) -> str | None:
+    """A trial of exactly this configuration and seed whose model was kept (`prefer` first)."""
+    if prefer is not None and prefer in kept:
+        return prefer
+    uids = [str(u) for u in _same_config_rows(rows, cfg).get("trial_uid", pd.Series(dtype=str))]
+    return next((u for u in uids if u in kept), None)
+
+
+def _run(cfg, store, label: str, rows: pd.DataFrame, scenario, dataset, out=None,
+         kept_uid: str | None = None) -> FlipSide:
+    """One side of the comparison: the kept model `kept_uid` when given (no training), else a re-run."""
     from ..audit import flip_audit
+    from ..errors import UsageError
     from ..trial import critical_test_mask, run_trial
 
     t0 = time.perf_counter()
-    result = run_trial(cfg, store=store, dataset=dataset)
-    if result.status != "ok":
-        raise RuntimeError(f"re-running the {label} ended {result.status}: {result.error}")
+    source = "re-run"
+    m1 = m2 = result = None
+    if kept_uid is not None:
+        from ..kept_models import kept_networks
+
+        try:
+            net = kept_networks(out, kept_uid, cfg.replace(device="cpu"), scenario)
+            dev = scenario.x_test.device
+            m1, m2, source = net.m1.to(dev), net.m2.to(dev), f"kept model {kept_uid}"
+        except UsageError as e:  # a changed or missing file: re-run it, and say so
+            source = f"re-run (the kept model is unusable: {e})"
+    if m2 is None:
+        result = run_trial(cfg, store=store, dataset=dataset)
+        if result.status != "ok":
+            raise RuntimeError(f"re-running the {label} ended {result.status}: {result.error}")
+        m1, m2 = result.old_model, result.model
     y = scenario.y_test
     mask = critical_test_mask(cfg, y)
     names = scenario.dataset.class_names or tuple(str(c) for c in range(scenario.num_classes))
-    audit = flip_audit(result.old_model, result.model, scenario.x_test, y, class_names=names,
+    audit = flip_audit(m1, m2, scenario.x_test, y, class_names=names,
                        critical_mask=None if mask is None else mask.cpu().numpy().astype(bool),
                        old_num_classes=scenario.num_old_classes)
     from ..numerics import rerun_differences
 
     row = _recorded_row(rows, cfg)
+    # a kept model is the trial's own weights; only a re-run can differ from its row
+    not_exact = [] if row is None or result is None else rerun_differences(row, result.numerics)
     return FlipSide(label, cfg, audit, None if row is None else float(row["nfr"]), time.perf_counter() - t0,
-                    [] if row is None else rerun_differences(row, result.numerics))
+                    not_exact, source)
 
 
 def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
@@ -151,6 +189,7 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     import torch
 
     from ..audit import pixel_range, thumbnail_png, to_pixels
+    from ..kept_models import kept_uids
     from ..references import ReferenceStore
     from ..results import decode_config
     from ..rundir import RunDir
@@ -164,16 +203,19 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
 
         torch.set_num_threads(max(1, threads_of(point) or int(threads)))
         cfg = decode_config(point)
-        if cfg.device != "auto":
-            cfg = cfg.replace(device="auto")
-        store = ReferenceStore(RunDir(out_uri).sub(RunDir.REFERENCES))
+        cfg = cfg.replace(device=replay_device(cfg.device))  # the row's own device, never `auto`
+        run = RunDir(out_uri)
+        out = run.storage
+        store = ReferenceStore(run.sub(RunDir.REFERENCES))
+        kept = kept_uids(out)
         dataset = None if cfg.explicit else load_data(cfg)          # once for both re-runs
         scenario = load_scenario(cfg, dataset)
         rec_is_ce = cfg.method == BASELINE_METHOD and is_default_ce(point)
-        cmp.rec = _run(cfg, store, "ce baseline" if rec_is_ce else "recommendation", rows, scenario, dataset)
+        cmp.rec = _run(cfg, store, "ce baseline" if rec_is_ce else "recommendation", rows, scenario, dataset, out,
+                       _kept_uid(rows, cfg, kept, str(point.get("trial_uid"))))
         if not rec_is_ce:
             ce_cfg = cfg.replace(method=BASELINE_METHOD, hparams={})
-            cmp.ce = _run(ce_cfg, store, "ce baseline", rows, scenario, dataset)
+            cmp.ce = _run(ce_cfg, store, "ce baseline", rows, scenario, dataset, out, _kept_uid(rows, ce_cfg, kept))
         parts = ([(cmp.rec.audit, cmp.both), (cmp.rec.audit, cmp.only_rec), (cmp.ce.audit, cmp.only_ce)]
                  if cmp.ce else [(cmp.rec.audit, cmp.rec.negatives)])
         shown = [i for audit, part in parts for i in _gallery_order(audit, part)[:limit]]
@@ -225,11 +267,13 @@ def flips_html(cmp: FlipComparison, escape: Callable[[str], str], limit: int = G
         else:
             repro = f"differs from the recorded row (recorded NFR {s.recorded_nfr * 100:.2f} %" + (
                 f"; cannot be exact: {'; '.join(s.not_exact)})" if s.not_exact else ")")
+        how = (f"loaded from its {s.source} (no re-run) in {s.seconds:.1f} s" if s.source.startswith("kept model")
+               else f"{s.source} in {s.seconds:.1f} s")
         return (f"<p><b>{escape(s.label)}</b>: <code>{escape(s.config.method)}</code> "
                 f"{escape(_hp_text(s.config.hparams))}, seed {s.config.seed} — NFR "
                 f"{escape(format_metric('nfr', m['nfr']))}, BR {escape(format_metric('br', m['br']))}, "
                 f"acc M2 {escape(format_metric('accuracy_new', m['accuracy_new']))}; "
-                f"re-run in {s.seconds:.1f} s, {escape(repro)}.</p>")
+                f"{escape(how)}, {escape(repro)}.</p>")
 
     sides = [cmp.rec] + ([cmp.ce] if cmp.ce else [])
     cols = "".join(f"<div class=\"flipcol\">{head(s)}<h4>true class × its M2's prediction</h4>"

@@ -41,6 +41,7 @@ class FrontPoint:
     searched_hparams: dict[str, Any]
     within_noise_of: list[str] = field(default_factory=list)   # dominating points it is not told apart from
     beyond_noise_of: list[str] = field(default_factory=list)   # dominating points beyond the seed spread
+    kept: bool | None = None       # whether OUT/models/ holds its M2 (None: the sweep keeps none)
 
     @property
     def label(self) -> str:

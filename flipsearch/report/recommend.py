@@ -52,17 +52,38 @@ def best_operating_point(configs: pd.DataFrame, objectives: Sequence[Objective],
 # ----------------------------------------------------------------------- the command
 
 
+def recorded_device(device: str) -> str:
+    """The device a row was trained on, as this machine names it: a worker's `cuda:N` is
+    `cuda` (Ray shows each trial its own GPUs); `cpu` stays `cpu`."""
+    return "cuda" if device.startswith("cuda") else device
+
+
+def replay_device(device: str) -> str:
+    """Where the report re-runs a row recorded on `device`: on that device, so a report
+    machine with a GPU does not re-run CPU rows on CUDA (other kernels, other flips). A CUDA
+    row on a machine without CUDA runs on the CPU; the re-run's NFR check then says whether
+    it still reproduces the row."""
+    import torch
+
+    device = recorded_device(device)
+    if device == "cuda" and not torch.cuda.is_available():
+        return "cpu"
+    return device
+
+
 def trial_command(row: pd.Series) -> tuple[str, list[str]]:
     """The `flipsearch trial …` command that reruns `row`'s trial (the inverse of the CLI,
-    `TrialConfig.to_argv`), and notes on anything it cannot reproduce."""
-    from ..results import decode_config
-
+    `TrialConfig.to_argv`) on the device it was trained on, and notes on anything it cannot
+    reproduce."""
     from ..numerics import threads_of
+    from ..results import decode_config
 
     notes: list[str] = []
     cfg = decode_config(row)
-    if cfg.device != "auto":
-        cfg = cfg.replace(device="auto")
+    cfg = cfg.replace(device=recorded_device(cfg.device))
+    if cfg.device == "cuda":
+        notes.append("trained on a GPU: the command re-runs it there (--device cuda); another device gives "
+                     "other float rounding and may flip other samples")
     argv = cfg.to_argv()
     threads = threads_of(row)
     if threads is not None:  # float sums follow the thread count: the row's, for a bitwise re-run

@@ -2,8 +2,10 @@
 
 Before the first trial, each distinct (dataset, model, scale, update recipe) of the sweep is
 measured once by `pack_size.throughput_curve`, in a Ray task holding exactly a trial's
-resources (`cpus_per_trial` torch threads, `gpus_per_trial`), so the curve is the device a
-pack will run on, not the driver's. The chosen K is capped at the trials a concurrent slot
+resources (`cpus_per_trial` torch threads, `gpus_per_trial`) and on the device a trial gets
+there (`trainable.assigned_device`), so the curve is the device a pack will run on, not the
+driver's. The probes run one after another (two on one GPU would measure each other), and
+a pack's memory budget is the trial's GPU share (`pack_size.memory_budget`). The chosen K is capped at the trials a concurrent slot
 gets (`ceil(trials_per_scenario / concurrency)`: a bigger pack would leave slots idle). The
 sizes and curves land in `OUT/pack_auto.json`; `--resume` reuses them, so a resumed sweep
 packs as it began.
@@ -22,13 +24,22 @@ from ..rundir import RunDir
 from ..storage import Storage
 
 RECORD = RunDir.PACK_AUTO
+_POINT_FIELDS = ("k", "seconds", "rate", "peak_bytes")
 
 
-def _measure(cfg_dict: dict, dataset: Any) -> list[dict]:
-    from .trainable import use_assigned_cpus
+def _measure(cfg_dict: dict, dataset: Any, gpus_per_trial: float) -> list[dict]:
+    """One curve, in a Ray task with a trial's resources, on the device a trial there gets
+    (`assigned_device`: the CPU for `gpus_per_trial 0`, even where GPUs are visible), its
+    memory capped and budgeted to the trial's GPU share as a trial's is."""
+    from .trainable import gpu_trial_device, release_gpu_memory, use_assigned_cpus
 
     use_assigned_cpus()
-    return [p.to_dict() for p in throughput_curve(TrialConfig.from_dict(cfg_dict), dataset)]
+    cfg = TrialConfig.from_dict(cfg_dict).replace(device=gpu_trial_device())
+    try:
+        points = throughput_curve(cfg, dataset, gpu_share=gpus_per_trial or 1.0)
+    finally:
+        release_gpu_memory()
+    return [{**p.to_dict(), "device": cfg.device} for p in points]
 
 
 def _curve_key(cfg: TrialConfig) -> str:
@@ -52,20 +63,21 @@ def auto_pack_sizes(space, out: Storage, studies: list[str], datasets: dict, qui
                                             max_retries=0)
         from .trainable import dataset_key
 
-        by_curve: dict[str, Any] = {}
-        for key in todo:
+        curves: dict[str, list[dict]] = {}
+        for key in todo:  # one probe at a time: probes sharing a GPU would measure each other
             cfg = space.templates[key]
             ck = _curve_key(cfg)
-            if ck not in by_curve:
-                by_curve[ck] = task.remote(cfg.to_dict(), None if cfg.explicit else datasets.get(dataset_key(cfg)))
-        curves = dict(zip(by_curve, ray.get(list(by_curve.values()))))
+            if ck not in curves:
+                curves[ck] = ray.get(task.remote(cfg.to_dict(), None if cfg.explicit
+                                                 else datasets.get(dataset_key(cfg)), space.gpus_per_trial))
         for key in todo:
             points = curves[_curve_key(space.templates[key])]
-            k = choose_pack_size([CurvePoint(**p) for p in points], cap=cap)
+            k = choose_pack_size([CurvePoint(**{f: p[f] for f in _POINT_FIELDS}) for p in points], cap=cap)
             record["sizes"][key], record["curves"][key] = k, points
             if not quiet:
-                shape = ", ".join(f"K={p['k']}: {p['rate']:.0f}/s" for p in points)
-                print(f"[flipsearch] pack auto: {key} -> {k} (member-samples/s {shape}; at most {cap})",
+                shape = ", ".join(f"K={p['k']}: {p['rate']:.0f}/s" for p in points) or "no pack fitted"
+                where = points[0].get("device", "?") if points else "?"
+                print(f"[flipsearch] pack auto: {key} -> {k} (on {where}, member-samples/s {shape}; at most {cap})",
                       file=sys.stderr, flush=True)
         out.write_bytes(json.dumps(record, indent=2).encode(), RECORD)
     return {k: int(record["sizes"][k]) for k in studies}

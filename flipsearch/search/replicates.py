@@ -101,8 +101,10 @@ class FixedSearcher(Searcher):
         pass
 
 
-def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets: dict) -> tuple[int, int]:
-    """Run the replicate tasks not yet written; (rows written, tasks left without a row)."""
+def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets: dict,
+                   write_row=None) -> tuple[int, int]:
+    """Run the replicate tasks not yet written; (rows written, tasks left without a row).
+    `write_row` writes each finished row (default: appended to the results)."""
     from ray import tune
 
     from ..trial import load_data
@@ -121,8 +123,8 @@ def run_replicates(space: SearchSpace, opts, out: Storage, run_id: str, datasets
     if not opts.quiet:
         print(f"[flipsearch] replicates: {len(tasks)} runs (front points and the ce baseline, "
               f"seeds {replicate_seeds(space)})", file=sys.stderr, flush=True)
-    searcher = FixedSearcher(tasks, ResultsWriter(out).append)
-    run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": False}
+    searcher = FixedSearcher(tasks, write_row or ResultsWriter(out).append)
+    run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": False, "keep": space.keep}
     tune.Tuner(tune_trainable(space, out, run, datasets),
                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(tasks),
                                            max_concurrent_trials=space.concurrency, reuse_actors=True),

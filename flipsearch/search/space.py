@@ -41,6 +41,7 @@ from ..arrangements import ARRANGEMENTS
 from ..config import SCENARIO_FIELDS, TrialConfig
 from ..data import canonical_dataset, dataset_defaults
 from ..errors import UsageError
+from ..kept_models import DEFAULT_KEEP, check_keep
 from ..methods import HParam, get_method, methods
 from ..models import MODELS
 from ..objectives import DEFAULT_OBJECTIVES, Constraint, Objective, parse_constraint, parse_objective
@@ -53,7 +54,7 @@ TRAINING_KEYS = ("training", "m1_training", "update_training")
 SCENARIO_KEYS = SCENARIO_LISTS | set(SCENARIO_FIELDS) | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
-               "replicates", "pack", "resource_timeout", "budget"}
+               "replicates", "pack", "resource_timeout", "budget", "keep"}
 BUDGETS = ("per-scenario", "per-method")
 # The update-recipe settings a method block may fix or search (`update.lr`, ...), typed as
 # hyperparameters so they parse like one; their ranges are TrainRecipe's own checks.
@@ -159,6 +160,7 @@ class SearchSpace:
     pack: int | str = 1  # K, or "auto": measured per scenario before the sweep (pack_size.py)
     resource_timeout: float = 600.0  # seconds to wait for an autoscaler to add a node a trial fits
     budget: str = "per-scenario"  # or "per-method": trials_per_scenario split evenly over the methods
+    keep: str = "front"  # which trials keep their M2 in OUT/models/ (kept_models.py)
     scenario_options: dict[str, Any] = field(default_factory=dict)  # the scenario block, as written
     templates: dict[str, TrialConfig] = field(default_factory=dict)  # study key -> its scenario's config
 
@@ -428,6 +430,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
         reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
         replicates=num("replicates", 0, 0), pack="auto" if search.get("pack") == "auto" else num("pack", 1, 1),
         resource_timeout=num("resource_timeout", 600, 0, float), budget=budget,
+        keep=check_keep(search.get("keep", DEFAULT_KEEP), f"{where}: search.keep"),
         scenario_options={k: v for k, v in scen.items() if k not in SCENARIO_LISTS},
     )
     space.templates = {sc.key: _template(sc, seeds[0], next(iter(parsed)), scen, where) for sc in space.scenarios}

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from ..errors import FlipsearchError, UsageError
+from ..kept_models import Keeper, kept_uids
 from ..results import ResultsWriter, read_results
 from ..rundir import RunDir, SweepRecord
 from ..storage import Storage
@@ -60,12 +61,14 @@ class SweepSummary:
     epochs_full: int = 0  # what the same trials would have run at full budget
     replicates_run: int = 0
     repeats: int = 0  # suggestions that repeated a trained configuration: told its outcome, not trained
+    models_kept: int | None = None  # models in OUT/models/ at the end (None: search.keep none)
 
     def line(self) -> str:
         saved = (f"; {self.epochs_run}/{self.epochs_full} update epochs run"
                  if self.epochs_full and self.epochs_run < self.epochs_full else "")
         reps = f", {self.replicates_run} replicate runs" if self.replicates_run else ""
         reps += f", {self.repeats} repeated suggestions told without training" if self.repeats else ""
+        saved += f"; {self.models_kept} models kept in models/" if self.models_kept is not None else ""
         return (f"sweep {self.run_id}: {self.trials_run} trials this run ({', '.join(f'{k} {v}' for k, v in self.counts.items())}){reps}; "
                 f"reference models: {self.references_trained} trained, {self.reference_hits} cache hits{saved}; "
                 f"{self.seconds:.1f}s; results in {self.out}")
@@ -244,25 +247,32 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
             done = book.reconcile(existing)
             for note in book.notes:  # a repaired or rebuilt journal: always said, even with --quiet
                 print(f"[flipsearch] {note}", file=sys.stderr, flush=True)
+            keeper = Keeper(out, space.keep, space.objectives, space.constraints, existing,
+                            ResultsWriter(out).append)
+            keeper.prune()  # nothing runs yet: models of trials interrupted before their row are dropped
             remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
             total = sum(remaining.values())
-            searcher = _run_tune(space, opts, out, book, remaining, run_id, total, datasets) if total else None
+            searcher = _run_tune(space, opts, out, book, remaining, run_id, total, datasets, keeper.write) \
+                if total else None
             counts = {k: v for k, v in searcher.counts.items() if v} if searcher else {}
             interrupted = bool(searcher and (any(searcher.remaining.values()) or searcher.counts["interrupted"] > 0))
             n_reps = 0
             if space.replicates and not interrupted:
                 from .replicates import run_replicates
 
-                n_reps, reps_left = run_replicates(space, opts, out, run_id, datasets)
+                n_reps, reps_left = run_replicates(space, opts, out, run_id, datasets, keeper.write)
                 interrupted = reps_left > 0  # Ctrl-C or a lost run: --resume runs what has no row
+            if not interrupted:
+                keeper.prune()
             n_trained, n_hits = _reference_counts(out, run_id)
             full = (sum(v for k, v in counts.items() if k != "interrupted")
                     * max(t.update_recipe.epochs for t in space.templates.values()))
             return SweepSummary(out.uri, run_id, sum(v for k, v in counts.items() if k != "interrupted"), counts,
                                 n_trained, n_hits, time.time() - t0, interrupted or signals.received(),
                                 searcher.epochs_run if searcher else 0, full if space.scheduler != "fifo" else 0,
-                                n_reps, searcher.repeats if searcher else 0)
+                                n_reps, searcher.repeats if searcher else 0,
+                                len(kept_uids(out)) if space.keep != "none" else None)
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -341,12 +351,11 @@ def preflight_space(space: SearchSpace, datasets: dict) -> None:
                 get_method(method).check(cfg)
 
 
-def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
+def _run_tune(space, opts, out, book, remaining, run_id, total, datasets, write_row):
     from ray import tune
 
     from .searcher import FlipSearcher
 
-    writer = ResultsWriter(out)
     scheduler = _scheduler(space, out)
     stopped = (lambda trial_id: trial_id in scheduler.stopped) if scheduler is not None else (lambda trial_id: False)
     pack_sizes = None
@@ -357,10 +366,10 @@ def _run_tune(space, opts, out, book, remaining, run_id, total, datasets):
     from .searcher import method_counts, trained_configs
 
     earlier = read_results(out, required=False)
-    searcher = FlipSearcher(space, book, writer.append, run_id, remaining, quiet=opts.quiet,
+    searcher = FlipSearcher(space, book, write_row, run_id, remaining, quiet=opts.quiet,
                             stopped_by_scheduler=stopped, pack_sizes=pack_sizes,
                             trained=trained_configs(earlier), method_done=method_counts(earlier))
-    run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None}
+    run = {"run_id": run_id, "out_uri": out.uri, "report_epochs": scheduler is not None, "keep": space.keep}
     board = None
     if scheduler is not None and space.pack != 1:  # the scheduler stops single members of packs
         from .pack_stops import start_board
@@ -630,5 +639,6 @@ def _space_record(space: SearchSpace) -> SweepRecord:
         scenario_options=space.scenario_options, sampler=space.sampler,
         trials_per_scenario=space.trials_per_scenario, scheduler=space.scheduler,
         reduction_factor=space.reduction_factor, grace_period=space.grace_period,
-        replicates=space.replicates, pack=space.pack, budget=space.budget, cpus_per_trial=space.cpus_per_trial,
+        replicates=space.replicates, pack=space.pack, budget=space.budget, keep=space.keep,
+        cpus_per_trial=space.cpus_per_trial,
         templates={k: t.to_dict() for k, t in space.templates.items()})

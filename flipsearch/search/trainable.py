@@ -6,9 +6,12 @@ id, output URI, whether to report each epoch) and the datasets arrive once throu
 `tune.with_parameters`. With an early-stopping scheduler the trial reports its validation
 metrics after every update epoch (`epoch`, `val_*`, `seconds`); its last report carries the
 finished row (`row_json`). Any exception becomes a `failed` row with a one-line error (the
-sweep goes on); a NaN loss is a `diverged` row. The reference-model store is kept per
-worker process and sweep run, so a reused actor keeps its cache. The device is the one Ray
-assigned: see `assigned_device`.
+sweep goes on); a NaN loss is a `diverged` row. A finished trial's M2 is written to
+OUT/models/ first when the run keeps models (`run["keep"]`, `kept_models.py`). The
+reference-model store is kept per worker process and sweep run, so a reused actor keeps its
+cache (on the CPU: see `references.DerivedCache`). The device is the one Ray assigned: see
+`assigned_device`; a process with a fraction of a GPU is capped to it (`limit_gpu_memory`),
+and the CUDA cache is emptied after every trial (`release_gpu_memory`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,52 @@ def assigned_device() -> str:
     if _gpu_ids() and torch.cuda.is_available():
         return "cuda"
     return "cpu"
+
+
+def assigned_gpu_share() -> float:
+    """The GPUs Ray gave this worker (0.25 with `gpus_per_trial 0.25`; 0 outside Ray)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return 0.0
+        return float(ray.get_runtime_context().get_assigned_resources().get("GPU") or 0.0)
+    except Exception:  # noqa: BLE001 - outside Ray
+        return 0.0
+
+
+def limit_gpu_memory(share: float, device: str) -> bool:
+    """Cap this process's CUDA allocations at `share` of its GPU when it holds a fraction of
+    one (`gpus_per_trial` < 1): a trial that outgrows its share then fails alone with an
+    out-of-memory row instead of starving the trials beside it. Returns whether it capped."""
+    import torch
+
+    if not 0 < share < 1 or not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(share, torch.device(device))
+    return True
+
+
+def release_gpu_memory() -> bool:
+    """After a trial: hand the caching allocator's free blocks back to the GPU, which a
+    reused actor (`reuse_actors=True`) would otherwise hold into the next trial and beyond.
+    Returns whether there was a CUDA context to release from."""
+    import gc
+
+    import torch
+
+    if not torch.cuda.is_initialized():
+        return False
+    gc.collect()  # the trial's tensors die with the frames that held them
+    torch.cuda.empty_cache()
+    return True
+
+
+def gpu_trial_device() -> str:
+    """`assigned_device()`, with this process's memory capped to its GPU share."""
+    device = assigned_device()
+    limit_gpu_memory(assigned_gpu_share(), device)
+    return device
 
 
 def one_line(e: BaseException) -> str:
@@ -108,14 +157,17 @@ def flip_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
         return False  # a scheduler's STOP ends this process; nothing to decide here
 
     try:
-        cfg = TrialConfig.from_dict(config["config"]).replace(device=assigned_device())
+        cfg = TrialConfig.from_dict(config["config"]).replace(device=gpu_trial_device())
         result = run_trial(cfg, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
                            dataset=(datasets or {}).get(dataset_key(cfg)),
                            epoch_report=report_epoch if run.get("report_epochs") else None)
+        keep_model(run, ident["trial_uid"], result)
         row = encode_row(result, ident, _where(t0))
         epochs = result.epochs or epochs
+        del result  # its models (M1, M2) go before the cache is emptied
     except Exception as e:  # noqa: BLE001 - every failure becomes a row, the sweep goes on
         row = failed_row(cfg, ident, one_line(e), where=_where(t0), fallback=_raw_cells(config["config"]))
+    release_gpu_memory()
     final = {"epoch": epochs, "row_json": json.dumps(row, default=jsonable), "status_ok": row["status"] == "ok"}
     final.update({k: v for k, v in row.items() if k.startswith(VAL_PREFIX)})
     tune.report(final)
@@ -138,7 +190,8 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
     idents = [identity(m, run, pack_id=config["ray_trial_id"], pack_size=len(members)) for m in members]
     cfgs = []
     try:
-        cfgs = [TrialConfig.from_dict(m["config"]).replace(device=assigned_device()) for m in members]
+        device = gpu_trial_device()
+        cfgs = [TrialConfig.from_dict(m["config"]).replace(device=device) for m in members]
         stop_members = None
         if run.get("report_epochs"):  # MO-ASHA ranks each member and may stop some (pack_stops.py)
             from .pack_stops import member_stopper
@@ -147,12 +200,26 @@ def pack_trainable(config: dict[str, Any], run: dict[str, Any], datasets: dict |
                                           tune.report)
         results = run_pack(cfgs, store=reference_store(run["out_uri"], lock_actor, run["run_id"]),
                            dataset=(datasets or {}).get(dataset_key(cfgs[0])), stop_members=stop_members)
+        for r, i in zip(results, idents):
+            keep_model(run, i["trial_uid"], r)
         rows = [encode_row(r, i, _where(t0)) for r, i in zip(results, idents)]
+        del results
     except Exception as e:  # noqa: BLE001 - every failure becomes rows, the sweep goes on
         rows = [failed_row(cfgs[k] if k < len(cfgs) else None, i, one_line(e), where=_where(t0),
                            fallback=_raw_cells(members[k]["config"])) for k, i in enumerate(idents)]
+    release_gpu_memory()
     epochs = max(int(r.get("epochs") or 0) for r in rows)
     tune.report({"epoch": epochs, "rows_json": json.dumps(rows, default=jsonable)})
+
+
+def keep_model(run: dict[str, Any], trial_uid: str, result) -> None:
+    """Write a finished trial's M2 to OUT/models/ unless the run keeps none (`search.keep`);
+    the driver deletes it again once another trial rules it out. It is written before the
+    row is reported, so a row's model is there when the row lands."""
+    if run.get("keep", "none") != "none" and result.status == "ok" and result.model is not None:
+        from ..kept_models import save_model
+
+        save_model(run["out_uri"], trial_uid, result)
 
 
 def _where(t0: float) -> dict[str, Any]:
@@ -205,6 +272,7 @@ def _node_id() -> str:
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        # guarded: outside Ray, asking for the runtime context would start a whole local Ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
     except Exception:  # noqa: BLE001 - outside Ray
         return ""

@@ -147,7 +147,7 @@ class NeuRecover(UpdateMethod):
         # 1.-2. repair inputs and localisation scores, per (M1, M2, D_update)
         key = ("neurecover", ctx.reference_keys.get(CEUpdateRef.kind), ctx.reference_keys.get("m1"))
         prep, info["cache"] = ctx.cache.get(key, lambda: prepare(scope, ref, ctx.old_model, ctx.x_update,
-                                                                 ctx.y_update, device))
+                                                                 ctx.y_update, device), device)
         y_rep, neg_idx, pos_idx, h_rep = prep.y_rep, prep.neg_idx, prep.pos_idx, prep.h_rep
         info.update(n_neg=len(neg_idx), n_pos=len(pos_idx), repair_rr_before=prep.rr_before,
                     repair_br_before=prep.br_before)
