@@ -345,7 +345,9 @@ def main() -> None:
                                                       "use the embedded fashion-mnist-mini and digits)")
     ap.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     ap.add_argument("--out", default=None, help="scratch folder (default: a temporary one)")
-    args = ap.parse_args()
+    from _timing import parse_with_smoke
+
+    args = parse_with_smoke(ap, ["--device", "cpu", "--sections", "methods"])  # the suite's check (tests/test_bench.py)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_check: FAIL no CUDA device visible to torch (run `bash bench/gpu_check.sh cpu` "
                          "for the CPU mode)")
