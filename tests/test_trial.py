@@ -102,7 +102,7 @@ def test_cli_trial_json_lists_and_splits():
 
     res = runner.invoke(cli, ["list", "--json"])
     listing = json.loads(res.output)
-    assert set(listing["methods"]) == {"ce", "bct", "fd", "mpt", "neurecover"}
+    assert set(listing["methods"]) == {"ce", "bct", "fd", "mpt", "neurecover", "interp"}
     assert any(h["name"] == "lambda_c" for h in listing["methods"]["bct"]["hyperparameters"])
     assert "exclusive-op" in listing["arrangements"] and "nfr" in listing["metrics"]
 
