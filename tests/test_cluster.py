@@ -342,7 +342,8 @@ def s3_out(tmp_path, monkeypatch):
     server.start()
     try:
         _, port = server.get_host_and_port()
-        uri = (f"s3://testing:testing@flipsearch/runs/uri?endpoint_override=127.0.0.1:{port}"
+        # moto keeps its buckets per process, not per server: each test gets a folder of its own
+        uri = (f"s3://testing:testing@flipsearch/runs/{tmp_path.name}?endpoint_override=127.0.0.1:{port}"
                "&scheme=http&region=us-east-1")
         fs, _ = pafs.FileSystem.from_uri(uri + "&allow_bucket_creation=true")
         fs.create_dir("flipsearch")  # the bucket exists beforehand, as a real one would

@@ -386,4 +386,4 @@ def test_an_s3_sweep_keeps_and_exports_its_front(ray_local, tiny_space, s3_out, 
     written = export_update(s3_out, str(tmp_path / "ship"), recommended=True)
     card = json.loads((tmp_path / "ship" / "card.json").read_text())
     assert len(written) == 4 and card["trial_uid"] in front and card["check"]["test_metrics_reproduced"]
-    assert card["sweep"] == "s3://flipsearch/runs/uri"  # no credentials, no endpoint options in a card
+    assert card["sweep"] == f"s3://flipsearch/runs/{tmp_path.name}"  # no credentials, no endpoint options

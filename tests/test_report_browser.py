@@ -48,7 +48,8 @@ def report_page(tmp_path_factory):
     rep = build_report(out, flips=True, progress=lambda step, done, total: steps.append((step, done, total)))
     rep.write(str(tmp / "report"))
     # the progress tells each flip re-run and its expected cost
-    assert [s for s, _, _ in steps if s.startswith("flips digits__exclusive-op__small: re-running")]
+    assert [s for s, _, _ in steps
+            if s.startswith("flips digits__exclusive-op__small: re-running the recommendation and the ce baseline")]
     assert all(" s)" in s for s, _, _ in steps if s.startswith("flips ")) and steps[-1][1] == steps[-1][2]
     return tmp / "report" / "index.html", rep
 

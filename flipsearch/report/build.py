@@ -133,9 +133,11 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
             if s.recommendation.point is None:
                 continue
             cost = _expected_seconds(s)
-            tell(f"flips {s.key}: the recommendation against the ce baseline (a kept model is loaded, "
-                 f"a side without one re-run: at most about {cost:.0f} s)",
-                 len(order) + i + 1, steps)
+            uid = str(s.recommendation.point.get("trial_uid"))
+            kept = any(p.kept for p in s.points if str(p.row.get("trial_uid")) == uid)
+            how = ("loading the recommendation's kept model, re-running a ce baseline without one"
+                   if kept else "re-running the recommendation and the ce baseline")
+            tell(f"flips {s.key}: {how} (at most about {cost:.0f} s)", len(order) + i + 1, steps)
             s.flips = compare_flips(storage.uri, s.key, s.recommendation.point, s.test,
                                     threads=record.threads)
     tell("tables and plots", steps, steps)
