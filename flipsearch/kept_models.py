@@ -61,8 +61,6 @@ def environment() -> dict[str, Any]:
     """What decided the numerics of a trial run here: library versions, device, threads."""
     import torch
 
-    from . import __version__
-
     def version(name: str) -> str | None:
         try:
             from importlib.metadata import version as v
@@ -71,7 +69,7 @@ def environment() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - not installed
             return None
 
-    return {"torch": str(torch.__version__), "flipsearch": __version__, "ray": version("ray"),
+    return {"torch": str(torch.__version__), "flipsearch": version("flipsearch"), "ray": version("ray"),
             "optuna": version("optuna"), "python": platform.python_version(), "threads": torch.get_num_threads(),
             "cuda": str(torch.version.cuda) if torch.cuda.is_available() else None}
 

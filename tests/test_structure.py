@@ -19,9 +19,9 @@ def _modules() -> dict[str, Path]:
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """The flipsearch modules `name` imports anywhere in its text (inside functions too: a
-    deferred import is still a dependency). A package's own `__init__` is not counted as a
-    dependency of its submodules (importing a submodule runs it, but that is Python's order,
-    not the code's)."""
+    deferred import is still a dependency). A package's own `__init__` is a dependency of its
+    submodule only when the submodule imports a name defined there (`from . import
+    __version__`); that importing a submodule runs its package is Python's order, not the code's."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -35,11 +35,13 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [f"{base}.{a.name}" for a in node.names] + [base]
         else:
             continue
-        for t in targets:
+        for i, t in enumerate(targets):
+            named = isinstance(node, ast.ImportFrom) and i < len(node.names)  # a name, not the bare `base`
             # the longest known module the import names (`from .x import f` -> x; `from . import x` -> x)
             while t and t not in known:
                 t = t.rpartition(".")[0]
-            if t and t != name and not name.startswith(t + "."):
+            ancestor = name.startswith(t + ".")
+            if t and t != name and (not ancestor or (named and t == base)):
                 out.add(t)
     return out
 
