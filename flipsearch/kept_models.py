@@ -260,13 +260,11 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
 def _is_ce_baseline(row: Mapping[str, Any]) -> bool:
     """`ce` at its default hyperparameters: the configuration the sweep replicates once, as
     the baseline (the report's `baselines.is_default_ce`, on a row's cells)."""
-    from .methods import get_method
+    from .methods import at_defaults
     from .results import is_missing
 
-    if row.get("method") != "ce":
-        return False
-    return all(is_missing(row.get(f"hp_{h.name}")) or row.get(f"hp_{h.name}") == h.default
-               for h in get_method("ce").hparams)
+    hparams = {str(k)[3:]: v for k, v in row.items() if str(k).startswith("hp_") and not is_missing(v)}
+    return row.get("method") == "ce" and at_defaults("ce", hparams)
 
 
 def _slim(row: Mapping[str, Any]) -> dict[str, Any]:

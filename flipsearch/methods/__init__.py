@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any, Mapping
 
 from ..errors import UsageError
 from ._base import (_REGISTRY, HParam, LossMethod, Teacher, UpdateContext, UpdateMethod, UpdateResult,
@@ -59,5 +60,14 @@ def get_method(name: str) -> UpdateMethod:
     return _REGISTRY[name]
 
 
+def at_defaults(name: str, hparams: Mapping[str, Any]) -> bool:
+    """Whether every hyperparameter in `hparams` equals method `name`'s default (a name the
+    method does not declare, or a method outside the registry, compares as default): the
+    test behind "the ce baseline" in the report and in the kept models."""
+    method = methods().get(str(name))
+    defaults = {h.name: h.default for h in method.hparams} if method else {}
+    return all(defaults.get(k, v) == v for k, v in hparams.items())
+
+
 __all__ = ["HParam", "LossMethod", "Teacher", "UpdateContext", "UpdateMethod", "UpdateResult",
-           "get_method", "methods", "register_method"]
+           "at_defaults", "get_method", "methods", "register_method"]

@@ -131,13 +131,9 @@ def m1_value(ok_rows: pd.DataFrame, metric: str) -> float | None:
 
 def is_default_ce(row: pd.Series) -> bool:
     """Whether `row` ran `ce` with every hyperparameter at its default."""
-    from ..methods import methods
+    from ..methods import at_defaults
 
-    if str(row.get("method")) != BASELINE_METHOD:
-        return False
-    method = methods().get(BASELINE_METHOD)
-    defaults = {h.name: h.default for h in method.hparams} if method else {}
-    return all(defaults.get(k, v) == v for k, v in hparams_of(row).items())
+    return str(row.get("method")) == BASELINE_METHOD and at_defaults(BASELINE_METHOD, hparams_of(row))
 
 
 def find_baseline(test_rows: pd.DataFrame, val_rows: pd.DataFrame, study: str | None,
