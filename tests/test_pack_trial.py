@@ -38,30 +38,37 @@ def _is_count(name: str) -> bool:
     return name.startswith("n_") or name == "n"
 
 
+# Each member's bound on the relative L2 distance between its packed and its solo weights.
+# Grouped convolutions sum in another order than a plain one: float rounding, ~1e-7 of the
+# weights, which two epochs leave at ~2e-7 for most members (TIGHT). Two members grow it
+# (AMPLIFIED): mpt at k 4 through grad_clip, whose gradient norms cross the threshold back and
+# forth (53 of 72 steps clipped, some within 0.2 % of it), so clipping's factor sees the
+# rounding (4.0e-4; unclipped 2.3e-7); and fd with LM distillation, clipped on every step at
+# >= 1.7x the threshold, whose training grows it by itself (1.15e-3; unclipped more, 8.7e-3).
+# Measured 2026-12-05 with torch on one thread (tests/conftest.py): bct 2.2e-7 / 2.1e-7 /
+# 2.7e-7, fd kl 2.2e-7, mpt k 0 2.3e-7.
+TIGHT, AMPLIFIED = 1e-5, 1e-2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method, grid", [
-    ("bct", [{"lambda_c": 0.2}, {"lambda_c": 1.0, "variant": "strict-imitation"}, {"lambda_c": 0.5}]),
-    ("fd", [{"lambda": 0.5, "distance": "lm"}, {"lambda": 1.0, "distance": "kl"}]),
-    ("mpt", [{"k": 0.0}, {"k": 4.0, "lambda_new": 0.5}]),
+    ("bct", [({"lambda_c": 0.2}, TIGHT), ({"lambda_c": 1.0, "variant": "strict-imitation"}, TIGHT),
+             ({"lambda_c": 0.5}, TIGHT)]),
+    ("fd", [({"lambda": 0.5, "distance": "lm"}, AMPLIFIED), ({"lambda": 1.0, "distance": "kl"}, TIGHT)]),
+    ("mpt", [({"k": 0.0}, TIGHT), ({"k": 4.0, "lambda_new": 0.5}, AMPLIFIED)]),
 ])
 def test_each_member_of_a_pack_equals_its_solo_trial(method, grid):
-    cfgs = [BASE.replace(method=method, hparams=hp) for hp in grid]
+    cfgs = [BASE.replace(method=method, hparams=hp) for hp, _ in grid]
     assert len({pack_key(c) for c in cfgs}) == 1 and all(packable(c) for c in cfgs)
     store = ReferenceStore()
     packed = run_pack(cfgs, store=store)
-    for cfg, member in zip(cfgs, packed):
+    for cfg, member, (_, bound) in zip(cfgs, packed, grid):
         alone = run_trial(cfg, store=store)
         assert member.status == alone.status == "ok" and member.epochs == alone.epochs == 2
         solo, pack = alone.model.state_dict(), member.model.state_dict()
-        # Grouped convolutions sum in another order than a plain one: float rounding, ~1e-7 of the
-        # weights. Where a member's gradient norm sits at grad_clip's threshold, clipping or not
-        # turns that rounding into a step that two epochs of SGD grow. Measured with torch on one
-        # thread (tests/conftest.py, so the figures are the same on every machine): relative L2
-        # distance 2e-7 for most members, 1.1e-3 (fd lm) and 2.9e-3 (bct strict-imitation) for
-        # those at the threshold; one epoch without grad_clip: 1e-7 for every member.
         diff = sum(float(((solo[k].float() - pack[k].float()) ** 2).sum()) for k in solo) ** 0.5
         norm = sum(float((solo[k].float() ** 2).sum()) for k in solo) ** 0.5
-        assert diff / norm < 1e-2
+        assert diff / norm < bound, (cfg.hparams, diff / norm)
         _same_metrics(member.metrics, alone.metrics, samples=1)  # validation and test
         assert member.info == alone.info
     assert store.trained == 1 + (method == "mpt")  # M1 (and phi_new) once for the pack and the solos
