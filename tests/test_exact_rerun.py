@@ -53,26 +53,31 @@ _HASH_LOADED = """
 import hashlib, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from flipsearch.data import load_dataset
-d = load_dataset(sys.argv[2])
-print(" ".join(hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in (d.x_train, d.y_train, d.x_test, d.y_test)))
+for spec in sys.argv[2:]:
+    d = load_dataset(spec)
+    print(" ".join(hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in (d.x_train, d.y_train, d.x_test, d.y_test)))
 """
 
 
-def _hashes(threads: int, spec: str) -> str:
-    out = subprocess.run([sys.executable, "-c", _HASH_LOADED, str(threads), spec], capture_output=True, text=True,
+def _hashes(threads: int, *specs: str) -> list[str]:
+    """Each dataset's tensors' hashes, loaded in one fresh process with `threads` torch threads."""
+    out = subprocess.run([sys.executable, "-c", _HASH_LOADED, str(threads), *specs], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == len(specs)
+    return lines
 
 
 def test_loading_with_one_or_two_threads_gives_identical_tensors(fashion, tmp_path):
     # Before the fix the pool's float32 mean/std followed the thread count (issue 25).
-    assert _hashes(1, "fashion-mnist") == _hashes(2, "fashion-mnist")
     rng = np.random.RandomState(1)  # features: standardised per feature (user.features_dataset)
     np.savez(tmp_path / "feat.npz", x_train=rng.normal(size=(20000, 200)) * 7 + 3, y_train=np.arange(20000) % 3,
              x_test=rng.normal(size=(100, 200)), y_test=np.arange(100) % 3)
-    spec = f"arrays:{tmp_path / 'feat.npz'}"
-    assert _hashes(1, spec) == _hashes(2, spec)
+    specs = ("fashion-mnist", f"arrays:{tmp_path / 'feat.npz'}")
+    one, two = _hashes(1, *specs), _hashes(2, *specs)
+    assert one[0] == two[0]  # fashion-mnist
+    assert one[1] == two[1]  # the features
 
 
 def test_rerun_differences_say_why_a_rerun_cannot_be_exact():
