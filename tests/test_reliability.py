@@ -313,7 +313,7 @@ def test_sigterm_is_routed_to_the_active_sigint_handler():
 REPLICATE_SPACE = """
 name: reps
 scenario: {datasets: [digits], arrangements: [exclusive-op], models: ["flipsearch_faults:gated"], training: {epochs: 2}}
-search: {sampler: grid, concurrency: 1, replicates: 3}
+search: {sampler: grid, concurrency: 1, replicates: 2}
 methods:
   ce: {}
   bct: {lambda_c: 1.0}
@@ -341,8 +341,8 @@ def test_ctrl_c_in_the_replicate_phase_says_how_to_resume_and_resume_finishes_it
     reps = rows[rows["replicate_of"].notna()]
     assert len(reps) == len(before[before["replicate_of"].notna()]) + summary.replicates_run
     assert not reps.duplicated(["replicate_of", "replicate"]).any() and set(reps["status"]) == {"ok"}
-    # every origin (the ce baseline, and bct when it is on the front) has its 3 seeds
-    assert set(reps.groupby("replicate_of")["seed"].apply(lambda s: tuple(sorted(s)))) == {(1, 2, 3)}
+    # every origin (the ce baseline, and bct when it is on the front) has its 2 seeds
+    assert set(reps.groupby("replicate_of")["seed"].apply(lambda s: tuple(sorted(s)))) == {(1, 2)}
     # each replicate run trained its seed's M1 or found it cached: the summary counts them
     assert summary.references_trained + summary.reference_hits >= summary.replicates_run >= 1
 
