@@ -42,6 +42,41 @@ def ray_local():
     ray.shutdown()
 
 
+# One packed sweep serves two tests: test_pack_trial checks its rows (one per pack member,
+# repairs alone) and test_kept_models its --keep all models (and resumes a copy).
+PACKED_SPACE = """
+name: t-keep-all
+scenario:
+  datasets: [digits]
+  arrangements: [exclusive-op]
+  models: [small]
+  training: {epochs: 2}
+objectives: [accuracy_new:max, nfr:min]
+search: {sampler: random, trials_per_scenario: 5, seed: 2, concurrency: 2, pack: 2, keep: all}
+methods:
+  bct:
+    lambda_c: {loguniform: [0.05, 4.0]}
+  neurecover:
+    particles: 4
+    iterations: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def packed_sweep(ray_local, tmp_path_factory):
+    """(space file, out dir, summary) of a finished PACKED_SPACE sweep: bct in packs of 2
+    beside neurecover (a repair, run alone), every model kept. Tests read it; one that
+    changes it works on a copy."""
+    from flipsearch import sweep
+
+    base = tmp_path_factory.mktemp("packed")
+    space = base / "space.yaml"
+    space.write_text(PACKED_SPACE)
+    out = base / "out"
+    summary = sweep(str(space), out=str(out), quiet=True)
+    return str(space), out, summary
+
+
 @pytest.fixture
 def tiny_space(tmp_path):
     """Write a small search space file and return a function that makes more."""

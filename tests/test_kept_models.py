@@ -39,24 +39,6 @@ methods:
     variant: {choice: [new-error, strict-imitation]}
 """
 
-ALL_SPACE = """
-name: t-keep-all
-scenario:
-  datasets: [digits]
-  arrangements: [exclusive-op]
-  models: [small]
-  training: {epochs: 2}
-objectives: [accuracy_new:max, nfr:min]
-search: {sampler: random, trials_per_scenario: 5, seed: 2, concurrency: 2, pack: 2, keep: all}
-methods:
-  bct:
-    lambda_c: {loguniform: [0.05, 4.0]}
-  neurecover:
-    particles: 4
-    iterations: 2
-"""
-
-
 def independent_front(rows: pd.DataFrame, objectives=OBJECTIVES, constraints=()) -> set[str]:
     """The validation front of each study's ok search trials, by a plain pairwise loop."""
     search = rows[(rows["status"] == "ok") & rows["replicate_of"].isna()]
@@ -345,13 +327,13 @@ def test_a_report_on_other_objectives_names_its_front_points_without_a_kept_mode
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_keep_all_keeps_pack_members_and_repairs_then_front_prunes_on_resume(ray_local, tiny_space, tmp_path):
+def test_keep_all_keeps_pack_members_and_repairs_then_front_prunes_on_resume(packed_sweep, tmp_path):
     from flipsearch import sweep
     from flipsearch.results import read_results
 
-    path = tiny_space(ALL_SPACE)
+    path, finished, summary = packed_sweep  # tests/conftest.py: bct packs of 2 and neurecover, --keep all
     out = str(tmp_path / "out")
-    summary = sweep(path, out=out, quiet=True)
+    shutil.copytree(finished, out)  # the shared sweep stays as it finished
     rows = read_results(out)
     ok = set(rows.loc[rows["status"] == "ok", "trial_uid"])
     assert kept_uids(out) == ok and summary.models_kept == len(ok)

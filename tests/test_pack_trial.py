@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from flipsearch import TrialConfig, read_results, run_trial, sweep
+from flipsearch import TrialConfig, read_results, run_trial
 from flipsearch.errors import UsageError
 from flipsearch.pack_trial import pack_key, packable, run_pack
 from flipsearch.references import ReferenceStore
@@ -82,24 +82,12 @@ def test_a_pack_refuses_configs_that_cannot_share_it():
     assert not packable(BASE.replace(method="neurecover"))
 
 
-SPACE = """
-name: t-pack
-scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0], training: {epochs: 2}}
-objectives: [accuracy_new:max, nfr:min]
-search: {sampler: random, trials_per_scenario: 7, seed: 1, concurrency: 2, pack: 3}
-methods:
-  bct: {lambda_c: {loguniform: [0.1, 2.0]}}
-  neurecover: {particles: 10, iterations: 5}
-"""
-
-
 @pytest.mark.ray
 @pytest.mark.slow
-def test_packed_sweep_lands_one_row_per_member(ray_local, tiny_space, tmp_path):
-    out = tmp_path / "packed"
-    summary = sweep(tiny_space(SPACE), out=str(out), quiet=True)
+def test_packed_sweep_lands_one_row_per_member(packed_sweep):
+    _, out, summary = packed_sweep  # tests/conftest.py: bct in packs of 2, neurecover, 5 trials
     rows = read_results(str(out))
-    assert len(rows) == 7 == summary.trials_run and rows["trial_uid"].is_unique
+    assert len(rows) == 5 == summary.trials_run and rows["trial_uid"].is_unique
     assert (rows["status"] == "ok").all()
     bct, nr = rows[rows["method"] == "bct"], rows[rows["method"] == "neurecover"]
     assert (nr["pack_size"] == 1).all()                                   # a repair runs alone
