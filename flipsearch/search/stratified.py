@@ -50,6 +50,7 @@ within strata only.
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -58,9 +59,11 @@ import numpy as np
 
 from ..errors import UsageError
 from ..objectives import SELECTION_PREFIX, Constraint, Objective
-from .scheduler import MOASHAScheduler, ParetoRungs
+from .._pareto import pareto_mask, signs
+from .scheduler import CONTINUE, STOP, MOASHAScheduler, ParetoRungs, _enc
 
 STATE_VERSION = 1
+FRONT_TOL, EXPLORE, ELIMINATE = 0.1, 1, 2   # chosen on the replay (module docstring)
 Stratum = Callable[[Mapping[str, Any]], str]
 
 
@@ -91,10 +94,20 @@ class StratifiedRungs(ParetoRungs):
     sequence so that any prefix of arrivals is spread close to those shares."""
 
     def __init__(self, directions: Sequence[str], *, max_t: float, grace_period: float = 1,
-                 reduction_factor: float = 3, brackets: int = 1, predict: bool = False, min_complete: int = 1):
+                 reduction_factor: float = 3, brackets: int = 1, predict: bool = False, min_complete: int = 1,
+                 front: bool = False, front_tol: float = FRONT_TOL, explore: int = EXPLORE,
+                 eliminate: int = ELIMINATE):
         super().__init__(directions, max_t=max_t, grace_period=grace_period, reduction_factor=reduction_factor)
         self.predict, self.min_complete = bool(predict), int(min_complete)
-        self.finals: dict[str, tuple[float, ...]] = {}  # complete trials' final values (predict)
+        self.front, self.front_tol = bool(front), float(front_tol)
+        if not (math.isfinite(self.front_tol) and self.front_tol >= 0):
+            raise UsageError(f"scheduler front_tol must be a number >= 0, got {front_tol!r}")
+        for name, v in (("explore", explore), ("eliminate", eliminate)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+                raise UsageError(f"scheduler {name} must be an integer >= 0, got {v!r}")
+        self.explore, self.eliminate = int(explore), int(eliminate)
+        self.finals: dict[str, tuple[float, ...]] = {}  # complete trials' final values (predict, front)
+        self.final_violations: dict[str, float] = {}
         if isinstance(brackets, bool) or not isinstance(brackets, numbers.Integral) or brackets < 1:
             raise UsageError(f"scheduler brackets must be an integer >= 1, got {brackets!r}")
         self.n_brackets = min(int(brackets), len(self.rungs) + 1)
@@ -126,10 +139,12 @@ class StratifiedRungs(ParetoRungs):
                   *, final: bool = False) -> str:
         """`ParetoRungs.on_result`, keeping a complete trial's final values (t >= max_t) for
         the predictions."""
-        if self.predict and float(t) >= self.max_t and trial_id not in self.stopped:
+        if (self.predict or self.front) and float(t) >= self.max_t and trial_id not in self.stopped:
             vals = tuple(float(x) for x in values)
             if all(math.isfinite(x) for x in vals):
                 self.finals[str(trial_id)] = vals             # a complete trial: its curve's end
+                viol = float(violation)
+                self.final_violations[str(trial_id)] = math.inf if math.isnan(viol) else viol
         return super().on_result(trial_id, t, values, violation, final=final)
 
     def _shift(self, kind: tuple[str, int], rung: float) -> np.ndarray | None:
@@ -139,10 +154,40 @@ class StratifiedRungs(ParetoRungs):
         d = [np.subtract(f, at[tid]) for tid, f in self.finals.items() if tid in at and self._kind(tid) == kind]
         return np.median(d, axis=0) if len(d) >= self.min_complete else None
 
+    def front_strata(self) -> set[str]:
+        """The strata with a feasible complete trial near the Pareto front of all feasible
+        complete trials' final values: within `front_tol` of it by the additive ε-indicator,
+        objectives scaled to the range of those final values (0: on the front)."""
+        ids = [t for t in self.finals if self.final_violations.get(t, 0.0) <= 0]
+        if not ids:
+            return set()
+        w = np.array([self.finals[t] for t in ids], dtype=float) * signs(self.directions)
+        span = np.ptp(w, axis=0)
+        w = w / np.where(span > 0, span, 1.0)
+        front = w[pareto_mask(w, ["min"] * w.shape[1])]
+        eps = np.max(w[:, None, :] - front[None, :, :], axis=2).min(axis=1)  # smallest shift onto the front
+        return {self.strata.get(t, "") for t, e in zip(ids, eps) if e <= self.front_tol + 1e-12}
+
+    def _front_rule(self, stratum: str) -> str | None:
+        """continue / stop by the stratum's standing on the front of complete trials, or None
+        (rank the trial)."""
+        if stratum in self.front_strata():
+            return CONTINUE                                      # within an arm on the front, ranks are noise
+        complete = sum(self.strata.get(t, "") == stratum for t in self.finals)
+        if complete < self.explore:
+            return CONTINUE                                      # an arm not yet seen to the end
+        if self.eliminate and complete >= self.eliminate:
+            return STOP                                          # seen to the end, off the front
+        return None
+
     def _decide(self, peers):
         me = peers[-1][0]
         mine = self._kind(me)
         rung = self._top[me]
+        if self.front and np.isfinite(peers[-1][1]).all() and peers[-1][2] <= 0:
+            decided = self._front_rule(mine[0])
+            if decided is not None:
+                return decided
         if self.predict:
             shift = {k: self._shift(k, rung) for k in {self._kind(p[0]) for p in peers}}
             if shift[mine] is not None:  # rank on predicted final values against every predictable peer
@@ -166,8 +211,13 @@ class StratifiedRungs(ParetoRungs):
     def state_dict(self) -> dict[str, Any]:
         """`ParetoRungs.state_dict` plus strata, brackets and complete trials' final values."""
         return {**super().state_dict(), "strata": dict(self.strata), "brackets": dict(self.brackets),
-                "n_brackets": self.n_brackets, "predict": self.predict,
-                "finals": {tid: list(v) for tid, v in self.finals.items()}, "stratified_version": STATE_VERSION}
+                "n_brackets": self.n_brackets, "predict": self.predict, "front": self._front_settings(),
+                "finals": {tid: list(v) for tid, v in self.finals.items()},
+                "final_violations": {tid: _enc(v) for tid, v in self.final_violations.items()},
+                "stratified_version": STATE_VERSION}
+
+    def _front_settings(self) -> list[Any]:
+        return [self.front, self.front_tol, self.explore, self.eliminate] if self.front else [False]
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore `state_dict()` output; refused for another scheduler, bracket count or
@@ -176,13 +226,15 @@ class StratifiedRungs(ParetoRungs):
             raise UsageError("the saved scheduler state is not a stratified MO-ASHA state "
                              f"(stratified_version {state.get('stratified_version')!r}); resume with the "
                              "scheduler the sweep started with")
-        if (state.get("n_brackets"), state.get("predict")) != (self.n_brackets, self.predict):
-            raise UsageError(f"the saved scheduler state has {state.get('n_brackets')} bracket(s), predict "
-                             f"{state.get('predict')}; this sweep uses {self.n_brackets}, {self.predict}")
+        saved = (state.get("n_brackets"), state.get("predict"), state.get("front", [False]))
+        if saved != (self.n_brackets, self.predict, self._front_settings()):
+            raise UsageError(f"the saved scheduler state has {saved[0]} bracket(s), predict {saved[1]}, front "
+                             f"{saved[2]}; this sweep uses {self.n_brackets}, {self.predict}, {self._front_settings()}")
         super().load_state_dict(state)
         self.strata = {str(k): str(v) for k, v in state["strata"].items()}
         self.brackets = {str(k): int(v) for k, v in state["brackets"].items()}
         self.finals = {str(k): tuple(float(x) for x in v) for k, v in state["finals"].items()}
+        self.final_violations = {str(k): float(v) for k, v in state.get("final_violations", {}).items()}
 
 
 class StratifiedMOASHAScheduler(MOASHAScheduler):
@@ -199,12 +251,14 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
                  time_attr: str = "epoch", max_t: float, grace_period: float = 1,
                  reduction_factor: float = 3, key_prefix: str = SELECTION_PREFIX,
                  stratum: Stratum | None = None, categorical: Mapping[str, Iterable[str]] | None = None,
-                 brackets: int = 2, predict: bool = True):
+                 brackets: int = 1, predict: bool = True, front: bool = True, front_tol: float = FRONT_TOL,
+                 explore: int = EXPLORE, eliminate: int = ELIMINATE):
         super().__init__(objectives, constraints, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
                          reduction_factor=reduction_factor, key_prefix=key_prefix)
         self.core = StratifiedRungs([o.direction for o in self.objectives], max_t=max_t,
                                     grace_period=grace_period, reduction_factor=reduction_factor,
-                                    brackets=brackets, predict=predict)
+                                    brackets=brackets, predict=predict, front=front, front_tol=front_tol,
+                                    explore=explore, eliminate=eliminate)
         self.stratum = stratum or (lambda config: default_stratum(config, categorical))
 
     def on_trial_add(self, tune_controller, trial) -> None:
@@ -216,6 +270,18 @@ class StratifiedMOASHAScheduler(MOASHAScheduler):
                 self.core.assign(member["trial_uid"], self.stratum(member))
         else:
             self.core.assign(trial.trial_id, self.stratum(config))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        """MO-ASHA's decision; a pack's last report (its members' rows, `rows_json`) also gives
+        each complete member's final validation values to the core, as a solo trial's last
+        report does."""
+        if "rows_json" in result and (self.core.predict or self.core.front):
+            for row in json.loads(result["rows_json"]):
+                obs = self._observation({self.time_attr: row.get("epochs"), **row}) \
+                    if row.get("status") == "ok" and row.get("trial_uid") else None
+                if obs is not None and obs[0] >= self.core.max_t:
+                    self.core.on_result(str(row["trial_uid"]), *obs)
+        return super().on_trial_result(tune_controller, trial, result)
 
     def rung_counts_by_stratum(self) -> dict[str, dict[float, dict[str, int]]]:
         """Per stratum and rung: trials recorded, continued, stopped."""

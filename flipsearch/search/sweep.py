@@ -428,7 +428,8 @@ def _scheduler(space: SearchSpace, out: Storage):
     if space.scheduler == StratifiedMOASHAScheduler.name:
         # its strata include the method, so a per-method budget's trials are ranked per method there too
         categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, dists in space.methods.items()}
-        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
+        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical,
+                                              front=space.front_strata, **kw)
     else:
         scheduler = kind(space.objectives, space.constraints, **kw)
     state = RunDir(out).read_scheduler_state()
