@@ -22,10 +22,11 @@ the issue's target being >= 50; "used": compute over the full budget):
   previous default): 8 / 14 of 200, used 0.57 / 0.67.
 - the rest is not a ranking problem. The last front members are late bloomers within their
   own arm: on class-incremental two of the five are last of their mpt stratum at epoch 1 and
-  two at epoch 3, and the curves cross again at the last epoch (an mpt NFR of 0.031 at epoch
-  8 ends at 0.020 at epoch 9); ranking on optimistic predictions (predicted final values
-  plus the 90th percentile of the prediction error) keeps almost none of them (1-6 of 200).
-  Within an arm whose knobs are mild, the final rank is close to a draw.
+  two at epoch 3, and curves still cross at the last epoch (a bct NFR of 0.031 at epoch 8
+  ends at 0.020 at epoch 9). Continuing only trials whose optimistic prediction (predicted
+  final values plus the 75th-100th percentile of the prediction error) lies on the front of
+  complete trials reaches 100 % in 0-6 of 100 orderings. Within an arm whose knobs are mild,
+  the final rank is close to a draw.
 - so the unit of promotion is the arm: once the complete trials' final values show which
   arms end on (or near) the front, every trial of those arms runs in full, and arms seen to
   end off it stop early. That alone (`front-bare`: on the front exactly, no exploration or
