@@ -81,7 +81,8 @@ def _mo_asha(c):
     return MOASHAScheduler(_objs(), max_t=c.max_epoch, grace_period=1, reduction_factor=3)
 
 
-def _stratified(brackets: int = 1, by_method: bool | None = False, predict: bool = False):
+def _stratified(brackets: int = 1, by_method: bool | None = False, predict: bool = False, front: bool = False,
+                **front_kw):
     def make(c):
         from flipsearch.search.stratified import StratifiedMOASHAScheduler
 
@@ -89,7 +90,8 @@ def _stratified(brackets: int = 1, by_method: bool | None = False, predict: bool
         stratum = (lambda config: config["config"]["method"]) if by_method else \
             (lambda config: "") if by_method is None else None
         return StratifiedMOASHAScheduler(_objs(), max_t=c.max_epoch, grace_period=1, reduction_factor=3,
-                                         brackets=brackets, stratum=stratum, predict=predict)
+                                         brackets=brackets, stratum=stratum, predict=predict, front=front,
+                                         **front_kw)
     return make
 
 
@@ -154,6 +156,12 @@ def variants(names: list[str] | None = None) -> dict[str, tuple[Callable | None,
         "stratified-predict": (_stratified(predict=True), False),
         "stratified-predict-b2": (_stratified(brackets=2, predict=True), False),
         "stratified-predict-b3": (_stratified(brackets=3, predict=True), False),
+        "front-bare": (_stratified(predict=True, front=True, front_tol=0, explore=0, eliminate=0), False),
+        "front-tol0": (_stratified(predict=True, front=True, front_tol=0), False),
+        "front-no-explore": (_stratified(predict=True, front=True, explore=0), False),
+        "front-no-eliminate": (_stratified(predict=True, front=True, eliminate=0), False),
+        "front-b2": (_stratified(brackets=2, predict=True, front=True), False),
+        "stratified-asha": (_stratified(predict=True, front=True), False),
     }
     if syne_status() is None:
         out["syne-moasha"] = (SyneMOASHA, False)
@@ -324,8 +332,10 @@ def cmd_record(args) -> None:
         space.methods = {m: d for m, d in space.methods.items() if m in keep}
     work = Path(args.journal_dir)
     work.mkdir(parents=True, exist_ok=True)
+    part = range(*map(int, args.configs.split(":"))) if args.configs else None
+    suffix = f".{args.configs.replace(':', '-')}" if args.configs else ""
     for key in [k for k in space.templates if not args.scenario or args.scenario in k]:
-        record_scenario(space, key, args.n, args.seed, work / f"{key}.jsonl", log=log)
+        record_scenario(space, key, args.n, args.seed, work / f"{key}{suffix}.jsonl", log=log, configs=part)
     if args.table:
         n = write_table(sorted(work.glob("*.jsonl")), Path(args.table), [m for m, _ in OBJECTIVES])
         log(f"{n} configurations -> {args.table}")
@@ -389,6 +399,8 @@ def main() -> None:
                    help="methods kept from the space (neurecover reports no per-epoch curve)")
     r.add_argument("--scenario", default=None, help="only the study keys containing this")
     r.add_argument("--journal-dir", default="runs/replay-record")
+    r.add_argument("--configs", default=None, metavar="A:B",
+                   help="only configurations A..B-1 of the draw, in their own journal (parallel recordings)")
     r.add_argument("--table", default=None, help="write the Parquet table here when done")
     for name, helptext in (("replay", "replay schedulers on a recorded table"),
                            ("smoke", "replay on a synthetic table (or --table), few orderings")):

@@ -49,8 +49,10 @@ def draw(space, key: str, n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def record_scenario(space, key: str, n: int, seed: int, journal: Path, log=print) -> None:
-    """Train the drawn configurations of study `key` not yet in `journal`, appending each."""
+def record_scenario(space, key: str, n: int, seed: int, journal: Path, log=print,
+                    configs: range | None = None) -> None:
+    """Train the drawn configurations of study `key` (those numbered in `configs`, default all)
+    not yet in `journal`, appending each."""
     import torch
 
     from flipsearch.references import ReferenceStore
@@ -60,7 +62,8 @@ def record_scenario(space, key: str, n: int, seed: int, journal: Path, log=print
     done = set()
     if journal.exists():
         done = {json.loads(line)["config"] for line in journal.read_text().splitlines() if line.strip()}
-    todo = [c for c in draw(space, key, n, seed) if c["config"] not in done]
+    todo = [c for c in draw(space, key, n, seed)
+            if c["config"] not in done and (configs is None or c["config"] in configs)]
     if not todo:
         return
     names = [o.metric for o in space.objectives]
@@ -100,12 +103,15 @@ def write_table(journals: list[Path], path: Path, objectives: list[str]) -> int:
     """The Parquet table of the journals' entries (one row per configuration and epoch)."""
     import pandas as pd
 
-    rows = []
+    rows, seen = [], set()
     for j in journals:
         for line in j.read_text().splitlines():
             if not line.strip():
                 continue
             e = json.loads(line)
+            if (e["scenario"], e["config"]) in seen:  # a configuration two parallel journals both ran
+                continue
+            seen.add((e["scenario"], e["config"]))
             for ep, (val, sec) in enumerate(zip(e["val"], e["seconds"]), start=1):
                 rows.append({"scenario": e["scenario"], "config": e["config"], "method": e["method"],
                              "hparams": json.dumps(e["hparams"], sort_keys=True), "structure": e["structure"],

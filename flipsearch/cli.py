@@ -314,7 +314,8 @@ def list_cmd(as_json):
 @click.option("--scheduler", type=click.Choice(["fifo", "mo-asha", "stratified-asha"]), default=None,
               help="fifo: every trial runs its full budget; mo-asha: multi-objective successive halving "
                    "stops dominated trials early; stratified-asha: the same, each trial ranked against its "
-                   "own method and categorical choices (default: the file's, else fifo).")
+                   "own method and categorical choices, and every trial of an arm that ends near the front "
+                   "run in full (default: the file's, else fifo).")
 @click.option("--trials", "trials_per_scenario", type=click.IntRange(min=1), default=None,
               help="Trials per scenario (overrides search.trials_per_scenario).")
 @click.option("--replicates", type=click.IntRange(min=0), default=None,

@@ -258,19 +258,18 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
 
 
 def _is_ce_baseline(row: Mapping[str, Any]) -> bool:
-    """`ce` at its default hyperparameters: the configuration the sweep replicates once, as
-    the baseline (the report's `baselines.is_default_ce`, on a row's cells)."""
-    from .methods import at_defaults
-    from .results import is_missing
+    """The ce baseline's configuration, which the sweep replicates once, as the baseline."""
+    from .baseline import is_baseline
 
-    hparams = {str(k)[3:]: v for k, v in row.items() if str(k).startswith("hp_") and not is_missing(v)}
-    return row.get("method") == "ce" and at_defaults("ce", hparams)
+    return is_baseline(row)
 
 
 def _slim(row: Mapping[str, Any]) -> dict[str, Any]:
     """What the keep rule reads of a row: identity, status, method and hyperparameters
     (is it the ce baseline's configuration?) and the validation values."""
-    return {k: v for k, v in row.items() if k in _ROW_COLUMNS or str(k).startswith(("hp_", "val_"))}
+    from .baseline import COLUMN
+
+    return {k: v for k, v in row.items() if k in _ROW_COLUMNS or k == COLUMN or str(k).startswith(("hp_", "val_"))}
 
 
 class Keeper:
@@ -281,8 +280,11 @@ class Keeper:
     without a row (trials interrupted before their row landed)."""
 
     def __init__(self, out: Storage, mode: str, objectives, constraints, rows: pd.DataFrame,
-                 write_row: Callable[[Mapping[str, Any]], Any]):
-        self.out, self.mode = out, mode
+                 write_row: Callable[[Mapping[str, Any]], Any], templates: Mapping[str, Any] | None = None):
+        from .baseline import mark
+
+        self.out, self.mode, self.templates = out, mode, templates  # templates: which rows are the ce baseline
+        rows = mark(rows, templates)
         self.objectives, self.constraints = list(objectives), list(constraints)
         self.write_row = write_row
         self.store = models_storage(out)
@@ -294,6 +296,10 @@ class Keeper:
         written = self.write_row(row)
         if self.mode == "none":
             return written
+        if self.templates:
+            from .baseline import mark
+
+            row = mark(pd.DataFrame([dict(row)]), self.templates).iloc[0].to_dict()
         self.rows = [r for r in self.rows if r.get("trial_uid") != row.get("trial_uid")] + [_slim(row)]
         if row.get("status") == "ok":
             self.present.add(str(row.get("trial_uid")))

@@ -86,8 +86,11 @@ def test_mo_asha_stops_single_members_of_a_pack(ray_local, tiny_space, tmp_path,
     """With packs, MO-ASHA ranks each member at its rung like a solo trial: a stopped member
     leaves its pack (which trains on) as one `stopped` row, PRUNED in Optuna."""
     out = tmp_path / "asha-packs"
-    summary = sweep(tiny_space(PACKED.replace("scheduler: mo-asha", f"scheduler: {scheduler}")), out=str(out),
-                    quiet=True)
+    # stratified-asha's front rule runs every trial of an arm near the front in full, and both
+    # arms here are (checked: fd 0.950 / 0.020, bct 0.941 / 0.020): ranking alone is tested here
+    space = PACKED.replace("scheduler: mo-asha", f"scheduler: {scheduler}" + (
+        ", front_strata: false" if scheduler == "stratified-asha" else ""))
+    summary = sweep(tiny_space(space), out=str(out), quiet=True)
     rows = read_results(str(out))
     assert len(rows) == 9 and rows["trial_uid"].is_unique and rows["pack_size"].max() == 3
     stopped, ok = rows[rows["status"] == "stopped"], rows[rows["status"] == "ok"]

@@ -97,7 +97,7 @@ def test_pack_members_with_their_own_learning_rate_equal_their_solo_trials():
 
 
 SWEEP = SCENARIO + """
-search: {sampler: random, trials_per_scenario: 6, seed: 5, concurrency: 2, budget: per-method}
+search: {sampler: random, trials_per_scenario: 6, seed: 5, concurrency: 2, budget: per-method, replicates: 1}
 methods:
   ce: {update.lr: {loguniform: [0.002, 0.2]}}
   fd: {lambda: {loguniform: [0.5, 2.0]}, update.lr: {loguniform: [0.002, 0.2]}}
@@ -110,7 +110,8 @@ methods:
 def test_a_sweep_lands_the_sampled_lr_and_its_command_reproduces_the_row(ray_local, tiny_space, tmp_path):
     out = tmp_path / "lr"
     sweep(tiny_space(SWEEP), out=str(out), quiet=True)
-    rows = read_results(str(out))
+    everything = read_results(str(out))
+    rows = everything[everything["replicate_of"].isna()]
     assert rows["method"].value_counts().to_dict() == {"ce": 2, "fd": 2, "interp": 2}  # per-method budget
     searched = rows[rows["method"] != "interp"]
     assert searched["update_lr"].between(0.002, 0.2).all() and searched["update_lr"].nunique() == 4
@@ -145,6 +146,15 @@ def test_a_sweep_lands_the_sampled_lr_and_its_command_reproduces_the_row(ray_loc
     assert "Budget and instability per method" in text and "Budget mode per-method" in text
     lrs = {format(float(v), ".4g") for v in searched.loc[searched["status"] == "ok", "update_lr"]}
     assert any(f"update.lr={lr}" in text for lr in lrs)  # a chosen point's settings show its sampled lr
+
+    # The ce baseline is ce on the scenario's recipe (lr 0.05), never a ce search trial at a sampled
+    # lr: the sweep ran it at the search seed (0) as well as at the replicate seed (1), and the
+    # report's baseline is made of exactly those two runs.
+    base = everything[everything["replicate_of"] == "baseline:digits__exclusive-op__small"]
+    assert sorted(base["seed"]) == [0, 1] and (base["update_lr"] == 0.05).all() and (base["status"] == "ok").all()
+    scenario = report.scenarios[0]
+    assert scenario.baseline is not None and sorted(scenario.baseline.runs["seed"]) == [0, 1]
+    assert (scenario.baseline.runs["update_lr"] == 0.05).all()
 
 
 def _missing(v) -> bool:

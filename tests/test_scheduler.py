@@ -225,11 +225,11 @@ def test_stopped_trials_told_pruned_keep_optuna_samplers_working():
 # ------------------------------------------------------------------ Ray Tune
 
 
-@pytest.mark.parametrize("scheduler_cls", [MOASHAScheduler, functools.partial(StratifiedMOASHAScheduler, brackets=1)],
+@pytest.mark.parametrize("scheduler_cls", [MOASHAScheduler, functools.partial(StratifiedMOASHAScheduler, brackets=1, front=False)],
                          ids=["mo-asha", "stratified-asha"])
 def test_moasha_in_ray_tune_stops_dominated_trials(ray_local, tmp_path, scheduler_cls):
     """Both schedulers in a real Ray Tune run; the trials share one stratum (no method in
-    their config) and, here, one bracket, so the stratified one decides like MO-ASHA (its
+    their config) and, here, one bracket and no front rule, so the stratified one decides like MO-ASHA (its
     predicted final values shift every peer of a stratum alike, which keeps their order)."""
     from ray import tune
 

@@ -131,3 +131,70 @@ def test_once_strata_have_a_complete_trial_they_compete_on_predicted_final_value
     assert r.on_result("mpt2", 1, (0.20, 0.20)) == "stop"
     # A stratum with no complete trial yet is still ranked within itself: first there, it goes on.
     assert r.on_result("x", 1, (0.0, 1.0)) == "continue"
+
+
+def test_an_arm_near_the_front_runs_in_full_an_unseen_arm_is_explored_an_arm_seen_off_it_stops():
+    r = StratifiedRungs(ACC_NFR, max_t=9, predict=True, front=True)   # tol 0.1, explore 1, eliminate 2
+    for tid, st in (("mpt0", "mpt"), ("ce0", "ce"), ("ce1", "ce"), ("mpt1", "mpt"), ("mpt2", "mpt"),
+                    ("ce2", "ce"), ("new0", "new"), ("new1", "new")):
+        r.assign(tid, st)
+    # nothing complete yet: every arm is unseen, so even a poor first rung goes on
+    assert r.on_result("mpt0", 1, (0.40, 0.09)) == "continue"
+    assert r.on_result("ce0", 1, (0.80, 0.05)) == "continue"
+    assert r.on_result("ce1", 1, (0.81, 0.05)) == "continue"
+    r.on_result("mpt0", 9, (0.85, 0.010))                            # mpt ends on the front
+    r.on_result("ce0", 9, (0.82, 0.050))                             # ce ends dominated by it, twice
+    r.on_result("ce1", 9, (0.83, 0.045))
+    assert r.front_strata() == {"mpt"}
+    # mpt: a newcomer last of its arm at both rungs still goes on (within a front arm, ranks are noise)
+    assert r.on_result("mpt1", 1, (0.10, 0.50)) == "continue"
+    assert r.on_result("mpt1", 3, (0.20, 0.40)) == "continue"
+    # ce: seen to the end twice, off the front: stopped at its first rung, however it starts
+    assert r.on_result("ce2", 1, (0.99, 0.001)) == "stop"
+    # an arm not seen to the end is explored until its first complete trial
+    assert r.on_result("new0", 1, (0.0, 1.0)) == "continue"
+    assert r.on_result("new1", 1, (0.0, 1.0)) == "continue"
+    # within front_tol (scaled to the complete trials' range) counts as near the front
+    near = StratifiedRungs(ACC_NFR, max_t=9, predict=True, front=True, front_tol=0.1)
+    for tid, st, final in (("a", "A", (0.90, 0.010)), ("b", "B", (0.89, 0.011)), ("c", "C", (0.50, 0.100))):
+        near.assign(tid, st)
+        near.on_result(tid, 9, final)
+    assert near.front_strata() == {"A", "B"}                          # B is 0.01 / 0.4 of the range away
+    with pytest.raises(UsageError):
+        StratifiedRungs(ACC_NFR, max_t=9, front=True, explore=-1)
+
+
+def test_a_packs_last_report_gives_its_members_final_values_and_the_front_state_resumes(tmp_path):
+    s = StratifiedMOASHAScheduler(OBJS, max_t=9)
+    pack = SimpleNamespace(trial_id="ray1", config={"ray_trial_id": "ray1", "pack": [
+        {"study": "a", "trial_uid": f"m{k}", "config": {"method": m, "hparams": {}}} for k, m in enumerate(["fd", "ce"])]})
+    s.on_trial_add(None, pack)
+    rows = [{"trial_uid": "m0", "status": "ok", "epochs": 9, "val_accuracy_new": 0.9, "val_nfr": 0.01},
+            {"trial_uid": "m1", "status": "failed", "epochs": 2, "val_accuracy_new": None, "val_nfr": None}]
+    assert s.on_trial_result(None, pack, {"epoch": 9, "rows_json": json.dumps(rows)}) == "CONTINUE"
+    assert s.core.finals == {"m0": (0.9, 0.01)} and s.core.front_strata() == {"a:fd"}
+    path = tmp_path / "scheduler.json"
+    s.save(str(path))
+    back = StratifiedMOASHAScheduler(OBJS, max_t=9)
+    back.restore(str(path))
+    assert back.core.finals == s.core.finals and back.core.final_violations == {"m0": 0.0}
+    with pytest.raises(UsageError):                                  # resumed without the front rule
+        StratifiedMOASHAScheduler(OBJS, max_t=9, front=False).restore(str(path))
+
+
+@pytest.mark.parametrize("value, front", [("", True), (", front_strata: false", False), (", front_strata: 1", None)])
+def test_the_space_turns_the_front_rule_on_or_off(tmp_path, value, front):
+    from flipsearch.search.space import load_space
+    from flipsearch.search.sweep import _scheduler
+    from flipsearch.storage import Storage
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nscenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], "
+                    "seeds: [0], training: {epochs: 3}}\nobjectives: [accuracy_new:max, nfr:min]\n"
+                    "search: {scheduler: stratified-asha" + value + "}\nmethods: {ce: {}}\n")
+    if front is None:
+        with pytest.raises(UsageError, match="front_strata"):
+            load_space(str(path))
+        return
+    sched = _scheduler(load_space(str(path)), Storage.open(str(tmp_path / "out")))
+    assert isinstance(sched, StratifiedMOASHAScheduler) and sched.core.front is front

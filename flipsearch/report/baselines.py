@@ -130,10 +130,11 @@ def m1_value(ok_rows: pd.DataFrame, metric: str) -> float | None:
 
 
 def is_default_ce(row: pd.Series) -> bool:
-    """Whether `row` ran `ce` with every hyperparameter at its default."""
-    from ..methods import at_defaults
+    """Whether `row` ran the scenario's ce baseline (`flipsearch.baseline`: ce at its defaults on
+    the scenario's own update recipe, once the report marked its rows from the sweep's templates)."""
+    from ..baseline import is_baseline
 
-    return str(row.get("method")) == BASELINE_METHOD and at_defaults(BASELINE_METHOD, hparams_of(row))
+    return str(row.get("method")) == BASELINE_METHOD and is_baseline(row, hparams_of(row))
 
 
 def find_baseline(test_rows: pd.DataFrame, val_rows: pd.DataFrame, study: str | None,

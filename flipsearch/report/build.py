@@ -31,6 +31,7 @@ from ..objectives import (DEFAULT_OBJECTIVES, SELECTION_PREFIX, Constraint, Obje
                           parse_objective)
 from ..results import read_results
 from ..rundir import RunDir, SweepRecord
+from ..baseline import mark as mark_baseline
 from .baselines import Baseline, find_baseline, m1_value, noise_floor, noise_metrics
 from .configs import aggregate_seeds, config_keys, scenario_keys, searched_or_changed
 from .early import convergence, early_stopping, read_scheduler_state
@@ -108,6 +109,7 @@ def build_report(out: str, objectives: Iterable[Objective | str] | None = None,
     cons = [parse_constraint(c) for c in (constraints if constraints else record.constraints)]
     if "status" not in df.columns:
         df = df.assign(status="ok")
+    df = mark_baseline(df, record.templates)  # which rows ran the ce baseline (recipe included)
     lacking = [c for c in ("method", "seed") if c not in df.columns]
     if lacking:
         raise UsageError(f"{storage.uri}: the result rows have no {', '.join(map(repr, lacking))} column; "

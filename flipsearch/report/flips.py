@@ -192,7 +192,9 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
     from ..kept_models import kept_uids
     from ..references import ReferenceStore
     from ..results import decode_config
-    from ..rundir import RunDir
+    from ..baseline import config as baseline_config
+    from ..config import TrialConfig
+    from ..rundir import RunDir, SweepRecord
     from ..trial import load_data, load_scenario
 
     t0 = time.perf_counter()
@@ -214,7 +216,11 @@ def compare_flips(out_uri: str, key: str, point: pd.Series, rows: pd.DataFrame,
         cmp.rec = _run(cfg, store, "ce baseline" if rec_is_ce else "recommendation", rows, scenario, dataset, out,
                        _kept_uid(rows, cfg, kept, str(point.get("trial_uid"))))
         if not rec_is_ce:
-            ce_cfg = cfg.replace(method=BASELINE_METHOD, hparams={})
+            # the scenario's baseline: ce at its defaults on the scenario's update recipe, which a
+            # searched recipe (the recommendation's update.lr) must not replace
+            template = (run.read_record() or SweepRecord()).templates.get(key)
+            ce_cfg = (baseline_config(TrialConfig.from_dict(template)).replace(seed=cfg.seed, device=cfg.device)
+                      if template else cfg.replace(method=BASELINE_METHOD, hparams={}))
             cmp.ce = _run(ce_cfg, store, "ce baseline", rows, scenario, dataset, out, _kept_uid(rows, ce_cfg, kept))
         parts = ([(cmp.rec.audit, cmp.both), (cmp.rec.audit, cmp.only_rec), (cmp.ce.audit, cmp.only_ce)]
                  if cmp.ce else [(cmp.rec.audit, cmp.rec.negatives)])

@@ -9,7 +9,9 @@ the update's (seed + 1). The k-th replicate (k = 0 … K−1) of every point use
 metrics, like the search. Replicate rows carry `replicate_of` (the search trial's
 `trial_uid`) and `replicate`; they are never told to Optuna and never on a front. A front
 point whose configuration is the ce baseline's shares the baseline's replicates
-(`replicate_of = "baseline:<study>"`). Rows already written are not re-run on `--resume`.
+(`replicate_of = "baseline:<study>"`). The baseline also runs at each scenario seed where no
+search trial ran it (`replicate` −1, −2, …): a search that samples ce's own update recipe
+never runs the scenario's. Rows already written are not re-run on `--resume`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from ray.tune.search import Searcher
 
 from .._pareto import pareto_mask
 from ..objectives import selection_view
+from ..baseline import config as baseline_config
+from ..baseline import same_run
 from ..results import ResultsWriter, decode_config, new_trial_uid, read_results
 from ..storage import Storage
 from .space import SearchSpace
@@ -60,18 +64,23 @@ def plan(space: SearchSpace, rows: pd.DataFrame) -> list[dict[str, Any]]:
     seeds = replicate_seeds(space)
     for key, template in space.templates.items():
         mine = searched[searched["study"] == key] if len(searched) else searched
-        baseline = template.replace(method="ce")
+        baseline = baseline_config(template)
         origins = [(f"{BASELINE}:{key}", -1, baseline)]
         # The baseline's replicates serve a front point with its configuration. A row records
         # the device its trial resolved ("cpu" for "auto"); a replicate runs under the sweep's
         # own setting, wherever Ray places it, so the two are compared under that setting.
         origins += [(str(r["trial_uid"]), int(r["trial_number"]), cfg) for _, r in front_rows(space, mine).iterrows()
                     if (cfg := decode_config(r).replace(device=template.device)) != baseline]
-        for uid, number, cfg in origins:
-            for k, seed in enumerate(seeds):
-                if (uid, k) not in done:
-                    tasks.append({"study": key, "trial_number": number, "trial_uid": new_trial_uid(),
-                                  "replicate_of": uid, "replicate": k, "config": cfg.replace(seed=seed).to_dict()})
+        runs = [(uid, number, cfg, k, seed) for uid, number, cfg in origins for k, seed in enumerate(seeds)]
+        # The baseline at a search seed no search trial ran it at: when ce's recipe is searched
+        # (update.lr in its block), its search trials run other recipes than the baseline's.
+        ran = {int(r["seed"]) for _, r in mine.iterrows() if r["method"] == "ce" and r["status"] == "ok"
+               and same_run(decode_config(r), baseline)} if len(mine) else set()
+        runs += [(origins[0][0], -1, baseline, -1 - i, s) for i, s in enumerate(space.seeds) if s not in ran]
+        for uid, number, cfg, k, seed in runs:
+            if (uid, k) not in done:
+                tasks.append({"study": key, "trial_number": number, "trial_uid": new_trial_uid(),
+                              "replicate_of": uid, "replicate": k, "config": cfg.replace(seed=seed).to_dict()})
     return tasks
 
 

@@ -54,7 +54,7 @@ TRAINING_KEYS = ("training", "m1_training", "update_training")
 SCENARIO_KEYS = SCENARIO_LISTS | set(SCENARIO_FIELDS) | set(TRAINING_KEYS)
 SEARCH_KEYS = {"sampler", "trials_per_scenario", "seed", "concurrency", "cpus_per_trial", "gpus_per_trial",
                "population_size", "max_failures", "scheduler", "reduction_factor", "grace_period",
-               "replicates", "pack", "resource_timeout", "budget", "keep"}
+               "replicates", "pack", "resource_timeout", "budget", "keep", "front_strata"}
 BUDGETS = ("per-scenario", "per-method")
 # The update-recipe settings a method block may fix or search (`update.lr`, ...), typed as
 # hyperparameters so they parse like one; their ranges are TrainRecipe's own checks.
@@ -156,6 +156,7 @@ class SearchSpace:
     scheduler: str = "fifo"
     reduction_factor: int = 3
     grace_period: int = 1
+    front_strata: bool = True  # stratified-asha: every trial of an arm near the front runs in full
     replicates: int = 0
     pack: int | str = 1  # K, or "auto": measured per scenario before the sweep (pack_size.py)
     resource_timeout: float = 600.0  # seconds to wait for an autoscaler to add a node a trial fits
@@ -433,6 +434,7 @@ def validate(raw: dict, path: str) -> SearchSpace:
         gpus_per_trial=num("gpus_per_trial", 0, 0, float), population_size=num("population_size", None, 2),
         max_failures=num("max_failures", 2, 0), scheduler=scheduler,
         reduction_factor=num("reduction_factor", 3, 2), grace_period=num("grace_period", 1, 1),
+        front_strata=_flag(search, "front_strata", True, where),
         replicates=num("replicates", 0, 0), pack="auto" if search.get("pack") == "auto" else num("pack", 1, 1),
         resource_timeout=num("resource_timeout", 600, 0, float), budget=budget,
         keep=check_keep(search.get("keep", DEFAULT_KEEP), f"{where}: search.keep"),
@@ -547,6 +549,14 @@ def _parse_dist(spec: Any, hp: HParam, where: str) -> Dist:
     if kind == "int":
         return Dist("int", (int(lo), int(hi)), bool(spec.get("log", False)))
     return Dist(kind, (float(lo), float(hi)))
+
+
+def _flag(search: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    """A true/false search key."""
+    v = search.get(key, default)
+    if not isinstance(v, bool):
+        raise UsageError(f"{where}: search.{key}={v!r} must be true or false")
+    return v
 
 
 def space_overrides(options: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> dict:

@@ -248,7 +248,7 @@ def run_sweep(space: SearchSpace, opts: SweepOptions) -> SweepSummary:
             for note in book.notes:  # a repaired or rebuilt journal: always said, even with --quiet
                 print(f"[flipsearch] {note}", file=sys.stderr, flush=True)
             keeper = Keeper(out, space.keep, space.objectives, space.constraints, existing,
-                            ResultsWriter(out).append)
+                            ResultsWriter(out).append, space.templates)
             keeper.prune()  # nothing runs yet: models of trials interrupted before their row are dropped
             remaining = {k: max(0, space.trials_per_scenario - done.get(k, 0)) for k in book.studies}
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -428,7 +428,8 @@ def _scheduler(space: SearchSpace, out: Storage):
     if space.scheduler == StratifiedMOASHAScheduler.name:
         # its strata include the method, so a per-method budget's trials are ranked per method there too
         categorical = {m: [p for p, d in dists.items() if d.kind == "choice"] for m, dists in space.methods.items()}
-        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical, **kw)
+        scheduler = StratifiedMOASHAScheduler(space.objectives, space.constraints, categorical=categorical,
+                                              front=space.front_strata, **kw)
     else:
         scheduler = kind(space.objectives, space.constraints, **kw)
     state = RunDir(out).read_scheduler_state()
