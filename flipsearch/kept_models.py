@@ -226,6 +226,7 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
     if mode == "all":
         return set(ok["trial_uid"].dropna().astype(str))
     from ._pareto import pareto_mask
+    from .baseline import is_baseline
     from .objectives import Constraint, Objective
 
     # The front is chosen on validation values: the objectives and constraints read val_* columns.
@@ -250,18 +251,11 @@ def wanted(rows: pd.DataFrame, mode: str, objectives, constraints) -> set[str]:
             on_front = pareto_mask(violations, ["min"] * len(cons)) if cons else np.zeros(len(mine), dtype=bool)
         front = mine[on_front]
         keep |= set(front["trial_uid"].astype(str))
-        if any(_is_ce_baseline(r) for _, r in front.iterrows()):
+        if any(is_baseline(r) for _, r in front.iterrows()):  # the ce baseline's replicates serve it
             keep.add(f"{BASELINE_REPLICATE}:{study}")
     reps = ok[rep_of.isin(keep).fillna(False).to_numpy(dtype=bool)]
     keep |= set(reps["trial_uid"].astype(str))
     return {u for u in keep if not u.startswith(f"{BASELINE_REPLICATE}:")}
-
-
-def _is_ce_baseline(row: Mapping[str, Any]) -> bool:
-    """The ce baseline's configuration, which the sweep replicates once, as the baseline."""
-    from .baseline import is_baseline
-
-    return is_baseline(row)
 
 
 def _slim(row: Mapping[str, Any]) -> dict[str, Any]:
