@@ -67,6 +67,18 @@ def test_digits_shapes_split_and_normalisation():
     assert torch.allclose(d.x_test, expected_normalised(u8[train], u8[test]), atol=1e-5)
 
 
+def test_digits_load_without_importing_scikit_learn():
+    """Every trial actor loads digits in a fresh process: it reads scikit-learn's file, not
+    the package (whose import would cost each actor about a second)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from flipsearch.data import load_dataset; d = load_dataset('digits'); "
+            "print(len(d.y_train), 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1258", "False"]
+
+
 def test_digits_test_set_is_fixed_and_cached():
     a = load_dataset("digits")
     assert load_dataset("digits") is a  # in-process cache

@@ -74,16 +74,30 @@ def stratified_holdout(y: np.ndarray, test_fraction: float, seed: int = HOLDOUT_
     return np.flatnonzero(keep).astype(np.int64), test
 
 
+def _read_digits_csv() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels [N, 64] in 0..16, labels [N]) of the file scikit-learn's `load_digits` reads,
+    read here without importing scikit-learn: that import costs a fresh process (every Ray trial
+    actor) about a second, and the embedded default is what most sweeps and tests run."""
+    import gzip
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the embedded digits dataset ships with scikit-learn: pip install scikit-learn")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "datasets", "data", "digits.csv.gz")
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",")
+    return data[:, :-1], data[:, -1].astype(np.int64)
+
+
 def load_digits_dataset() -> Dataset:
     """scikit-learn's digits: 1,797 grey 8x8 images, 10 classes, 70/30 stratified split.
 
     Pixel values 0..16 are mapped to 0..255 (round(v · 255 / 16)) before normalisation.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # [N, 8, 8]
-    labels = bunch.target.astype(np.int64)
+    pixels, labels = _read_digits_csv()
+    images = np.rint(pixels.reshape(-1, 8, 8) * (255.0 / 16.0)).astype(np.uint8)  # [N, 8, 8]
     train, test = stratified_holdout(labels, DIGITS_TEST_FRACTION)
     return from_uint8("digits", images[train], labels[train], images[test], labels[test],
                       num_classes=10, class_names=tuple(str(d) for d in range(10)))
