@@ -7,7 +7,11 @@ seeds (`search.seed`):
 - (a) random search, every trial at full budget (scheduler fifo);
 - (b) NSGA-II at full budget (fifo; the default) -- the baseline every figure is relative to;
 - (c) NSGA-II + mo-asha;
-- (d) random + mo-asha.
+- (d) random + mo-asha;
+- (e) NSGA-II + stratified-asha, (f) random + stratified-asha: the per-arm scheduler of
+  issue 28 (flipsearch/search/stratified.py), the live check of the replay's ranking.
+
+`--variants` picks which run (default all); (b) always runs, every figure is relative to it.
 
 The mo-asha variants get `--asha-factor` times (b)'s trials per scenario, so that their
 compute can match (b)'s; every curve is cut at (b)'s total budget. Both NSGA-II variants use
@@ -61,7 +65,10 @@ VARIANTS = {  # key -> (label, sampler, scheduler)
     "b": ("(b) NSGA-II, fifo", "nsga2", "fifo"),
     "c": ("(c) NSGA-II + mo-asha", "nsga2", "mo-asha"),
     "d": ("(d) random + mo-asha", "random", "mo-asha"),
+    "e": ("(e) NSGA-II + strat-asha", "nsga2", "stratified-asha"),
+    "f": ("(f) random + strat-asha", "random", "stratified-asha"),
 }
+EARLY = [k for k, (_, _, sched) in VARIANTS.items() if sched != "fifo"]
 FRACTIONS = (0.25, 0.5, 1.0)
 TARGET = 1 / 3
 OBJ = (("accuracy_new", "max"), ("nfr", "min"))
@@ -78,12 +85,24 @@ scenario:
 objectives: [accuracy_new:max, nfr:min]
 search: {{concurrency: {concurrency}, cpus_per_trial: 1}}
 methods:
-  ce: {{}}
+{methods}"""
+METHODS = """\
+  ce: {}
   bct:
-    lambda_c: {{loguniform: [0.05, 8.0]}}
+    lambda_c: {loguniform: [0.05, 8.0]}
   fd:
-    lambda: {{loguniform: [0.05, 20.0]}}
+    lambda: {loguniform: [0.05, 20.0]}
 """
+
+
+def demo_methods() -> str:
+    """search_spaces/demo.yaml's methods that report learning curves (ce / bct / fd / mpt, as
+    bench/replay.py recorded them): the arms whose early ranks mislead mo-asha (issue 28)."""
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "demo.yaml").read_text())
+    methods = {m: demo["methods"][m] for m in ("ce", "bct", "fd", "mpt")}
+    return "".join("  " + line + "\n" for line in yaml.safe_dump(methods, sort_keys=False).splitlines())
 
 
 def log(msg: str) -> None:
@@ -94,11 +113,12 @@ def log(msg: str) -> None:
 
 
 def write_space(path: Path, group: dict, concurrency: int) -> str:
-    extra = "".join(f"  {k}: {group[k]}\n" for k in ("scale", "test_scale") if group.get(k) is not None)
+    extra = "".join(f"  {k}: {group[k]}\n" for k in ("scale", "test_scale", "val_fraction")
+                    if group.get(k) is not None)
     path.write_text(SPACE.format(tag=group["tag"], dataset=group["dataset"],
                                  arrangements=", ".join(group["arrangements"]), model=group["model"],
                                  extra=extra, epochs=group["epochs"], batch=group["batch"],
-                                 concurrency=concurrency))
+                                 concurrency=concurrency, methods=group.get("methods", METHODS)))
     return str(path)
 
 
@@ -112,7 +132,7 @@ def run_group(root: Path, group: dict, args) -> None:
     space = write_space(gdir / "space.yaml", group, args.concurrency)
     n = group["trials"]
     pop = max(4, min(50, n // 2))  # what (b) gets by default; (c) is given the same
-    keys = list(VARIANTS)
+    keys = [k for k in VARIANTS if k in args.variants]
     for rep in range(group["reps"]):
         seed = args.seed + rep
         order = keys[rep % len(keys):] + keys[:rep % len(keys)]
@@ -229,7 +249,8 @@ def analyse(root: Path, lines: list[str]) -> None:
         conc = int(re.search(r"concurrency: (\d+)", (gdir / "space.yaml").read_text()).group(1))
         studies = sorted({s for _, (_, rows) in runs.items() for s in rows["study"].unique()})
         out(f"### {gdir.name}: {len(reps)} repetition(s), (b) {runs[(reps[0], 'b')][0]['trials_per_scenario']} "
-            f"trials/scenario, mo-asha {runs[(reps[0], 'c')][0]['trials_per_scenario']}, "
+            f"trials/scenario, early-stopping variants "
+            f"{next(m['trials_per_scenario'] for (r, k), (m, _) in runs.items() if k in EARLY)}, "
             f"grace {meta0['options']['grace_period']}, eta {meta0['options']['reduction_factor']}")
         out()
         for study in studies:
@@ -272,7 +293,7 @@ def analyse(root: Path, lines: list[str]) -> None:
                         + "  ".join(f"{cell(t):<22}" for t in tests))
                     reached[k] = ([reach(c[1], c[3][unit], base_hv[rep][0], B[rep]) for rep, c in zip(reps, cs)],
                                   [reach(c[2], c[3][unit], base_hv[rep][1], B[rep]) for rep, c in zip(reps, cs)])
-                for k in ("c", "d", "a"):
+                for k in [*EARLY, "a"]:
                     if k in reached:
                         v, t = reached[k]
                         out(f"  {VARIANTS[k][0]}: (b)'s final val HV  {frac_text(v, k != 'a')}")
@@ -336,11 +357,20 @@ def main() -> None:
     ap.add_argument("--fashion-scale", type=float, default=0.1, help="share of the 60,000-image pool")
     ap.add_argument("--fashion-model", default="compact")
     ap.add_argument("--only-fashion", action="store_true", help="skip the digits group")
+    ap.add_argument("--demo", action="store_true",
+                    help="instead of digits: the embedded default (demo.yaml's fashion-mnist-mini scenarios "
+                         "and its ce/bct/fd/mpt arms, val_fraction 0.2, batch 64), as the replay recorded it")
     ap.add_argument("--quick", action="store_true", help="1 repetition, one scenario, 3 epochs: a smoke check")
     ap.add_argument("--out", default=None, help="keep every sweep here (default: a temp dir, removed after)")
     ap.add_argument("--analyse", default=None, metavar="DIR", help="only print the tables of a finished --out DIR")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the driver")
-    args = parse_with_smoke(ap, ["--quick", "--epochs", "2", "--trials", "2", "--asha-factor", "2"])
+    ap.add_argument("--variants", default="".join(VARIANTS),
+                    help="which variants run, as letters (default all: " + "".join(VARIANTS) + "); (b) always")
+    args = parse_with_smoke(ap, ["--quick", "--epochs", "2", "--trials", "2", "--asha-factor", "2",
+                                 "--variants", "f"])  # (b) and one early-stopping variant: the paths all share
+    if set(args.variants) - set(VARIANTS):
+        ap.error(f"--variants takes letters of {''.join(VARIANTS)}, got {args.variants!r}")
+    args.variants = "b" + args.variants
     if args.only_fashion and (args.quick or not args.fashion_reps):
         ap.error("--only-fashion needs --fashion-reps N (and no --quick)")
 
@@ -369,6 +399,9 @@ def main() -> None:
     groups = [{"tag": "digits", "dataset": "digits", "arrangements": ["exclusive-op", "class-incremental"],
                "model": "small", "epochs": args.epochs, "batch": 32, "grace": args.grace, "eta": args.eta,
                "reps": args.reps, "trials": args.trials}]
+    if args.demo:
+        groups[0].update(tag="demo", dataset="fashion-mnist-mini", model="compact", batch=64, val_fraction=0.2,
+                         methods=demo_methods())
     if args.quick:
         groups[0].update(arrangements=["exclusive-op"], epochs=3, reps=1, trials=3)
         if args.smoke:  # smaller still: the suite's check that the script runs

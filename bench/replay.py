@@ -266,6 +266,30 @@ def table(scorer, results, orderings: int) -> list[str]:
     return lines
 
 
+def paired(results, new: str = "stratified-asha", old: str = "mo-asha", base: str = "random") -> list[str]:
+    """Target (c) and (d) per ordering: every variant replays the same orderings, so the test HV
+    of `new` at 25 / 50 / 100 % of the compute is compared with `old`'s and `base`'s on each
+    ordering (a paired comparison, not two medians): the share of orderings where `new` is at
+    least as high, the median paired difference, and a two-sided Wilcoxon signed-rank p-value
+    (ties, equal HVs, are dropped as the test does)."""
+    from scipy.stats import wilcoxon
+
+    lines = []
+    for other in (old, base):
+        if new not in results or other not in results:
+            continue
+        cells = []
+        for f in FRACTIONS:
+            a = np.array([r[f"test{f}"] for r in results[new]])
+            b = np.array([r[f"test{f}"] for r in results[other]])
+            d = a - b
+            p = wilcoxon(d, zero_method="wilcox").pvalue if np.any(d != 0) else 1.0
+            cells.append(f"@{int(f * 100)} %: {new} >= {other} in {int((d >= -1e-12).sum())}/{len(d)}, "
+                         f"median diff {np.median(d):+.4f}, p {p:.2g}")
+        lines.append("paired test HV, same orderings: " + "; ".join(cells))
+    return lines
+
+
 def diagnose(curves) -> list[str]:
     """Where the full-budget front members rank at each epoch, overall and in their stratum
     (validation accuracy), and the rank correlation of early with final values."""
@@ -309,7 +333,7 @@ def cmd_replay(args) -> None:
     for scenario in sorted(df["scenario"].unique()):
         curves = Curves.from_table(df, scenario, OBJECTIVES)
         scorer, results = replay_scenario(curves, names, args.orderings, args.workers, args.seed)
-        lines += [""] + table(scorer, results, args.orderings)
+        lines += [""] + table(scorer, results, args.orderings) + [""] + paired(results)
         if args.diagnose:
             lines += [""] + diagnose(curves)
     text = "\n".join(lines)
@@ -322,7 +346,7 @@ def cmd_replay(args) -> None:
 
 
 def cmd_record(args) -> None:
-    from replay_record import record_scenario, write_table
+    from replay_record import journal_from_table, record_scenario, write_table
 
     from flipsearch.search.space import load_space, space_overrides
 
@@ -334,6 +358,10 @@ def cmd_record(args) -> None:
     work.mkdir(parents=True, exist_ok=True)
     part = range(*map(int, args.configs.split(":"))) if args.configs else None
     suffix = f".{args.configs.replace(':', '-')}" if args.configs else ""
+    if args.table and Path(args.table).exists():  # continue the table's recording, not redo it
+        seeded = journal_from_table(Path(args.table), work, [m for m, _ in OBJECTIVES])
+        if seeded:
+            log(f"{seeded} configurations from {args.table} kept, not run again")
     for key in [k for k in space.templates if not args.scenario or args.scenario in k]:
         record_scenario(space, key, args.n, args.seed, work / f"{key}{suffix}.jsonl", log=log, configs=part)
     if args.table:

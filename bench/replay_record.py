@@ -60,8 +60,8 @@ def record_scenario(space, key: str, n: int, seed: int, journal: Path, log=print
     from flipsearch.trial import VAL_PREFIX, load_data, run_trial
 
     done = set()
-    if journal.exists():
-        done = {json.loads(line)["config"] for line in journal.read_text().splitlines() if line.strip()}
+    for other in journal.parent.glob(f"{key}*.jsonl"):  # this journal and its parallel or seeded peers
+        done |= {json.loads(line)["config"] for line in other.read_text().splitlines() if line.strip()}
     todo = [c for c in draw(space, key, n, seed)
             if c["config"] not in done and (configs is None or c["config"] in configs)]
     if not todo:
@@ -97,6 +97,32 @@ def record_scenario(space, key: str, n: int, seed: int, journal: Path, log=print
             f.write(json.dumps(entry) + "\n")
         log(f"{key} config {c['config']} {c['structure']}: {res.status}, {len(curve)} epochs, "
             f"{entry['seconds_total']:.1f} s, load {os.getloadavg()[0]:.1f}")
+
+
+def journal_from_table(table: Path, journal_dir: Path, objectives: list[str]) -> int:
+    """Seed `journal_dir` with the configurations an earlier recording left in `table` (its
+    journals gone with the machine), so `record` runs only the rest: one journal per scenario,
+    `<key>.table.jsonl`, written once. Returns the number of configurations seeded."""
+    import pandas as pd
+
+    df = pd.read_parquet(table)
+    n = 0
+    for key, part in df.groupby("scenario"):
+        path = journal_dir / f"{key}.table.jsonl"
+        if path.exists():
+            continue
+        with path.open("w") as f:
+            for config, rows in part.sort_values("epoch").groupby("config"):
+                first = rows.iloc[0]
+                f.write(json.dumps({
+                    "config": int(config), "method": first["method"], "hparams": json.loads(first["hparams"]),
+                    "structure": first["structure"], "scenario": key, "status": first["status"],
+                    "max_epoch": int(first["max_epoch"]), "seconds": [float(x) for x in rows["seconds"]],
+                    "seconds_total": float(first["seconds_total"]),
+                    "val": [{m: float(r[f"val_{m}"]) for m in objectives} for _, r in rows.iterrows()],
+                    "test": {m: float(first[f"test_{m}"]) for m in objectives}}) + "\n")
+                n += 1
+    return n
 
 
 def write_table(journals: list[Path], path: Path, objectives: list[str]) -> int:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): install everything the tests need, stop
 # with a non-zero status if any install fails, then run the whole suite with no test skipped.
-#   scripts/test.sh                 # install + every test: the main suite, then the bench tier
-#   scripts/test.sh -k report       # extra arguments go to pytest (the main suite only)
+#   scripts/test.sh                 # install + every test: the main suite and the bench tier
+#   scripts/test.sh -k report       # extra arguments go to pytest
 #   FLIPSEARCH_TEST_WORKERS=0 scripts/test.sh   # the main suite in one process (no xdist workers)
 #   FLIPSEARCH_TEST_NO_INSTALL=1 scripts/test.sh ...   # skip the installs (a developer's loop)
 set -euo pipefail
@@ -29,13 +29,10 @@ fi
 
 # A skipped test fails the run (tests/conftest.py): nothing the README promises may go untested.
 export FLIPSEARCH_NO_SKIP=1
-status=0
-# The main tier on pytest-xdist workers (FLIPSEARCH_TEST_WORKERS, default 2: this machine's
-# cores; 0 runs in-process). --dist loadfile keeps a file on one worker, so a module fixture's
-# sweep runs once; each worker starts its own Ray (tests/conftest.py).
-python -m pytest -q -n "${FLIPSEARCH_TEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
-if [ $# -eq 0 ]; then
-  # The second tier: each bench/ script in its --smoke mode (tests/test_bench.py).
-  python -m pytest -q -m bench || status=$?
-fi
-exit $status
+# One pytest run for both tiers (the main suite and the bench tier's --smoke scripts: `-m` here
+# overrides pyproject's `not bench`), on pytest-xdist workers (FLIPSEARCH_TEST_WORKERS,
+# default 2: this machine's cores; 0 runs in-process). --dist loadgroup: tests that share a
+# costly fixture stay on one worker, every other test is a unit any idle worker takes, slow
+# ones first (tests/conftest.py); each worker starts its own Ray.
+exec python -m pytest -q -n "${FLIPSEARCH_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder \
+  -m "bench or not bench" "$@"

@@ -89,6 +89,37 @@ def tiny_space(tmp_path):
     return write
 
 
+# Scheduling on pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup
+# --no-loadscope-reorder). A test that shares a costly fixture (a sweep in a module- or
+# class-scoped fixture, the session's packed sweep) stays with the other tests that share it,
+# on one worker, so the fixture runs once; every other test (the bench tier's scripts among
+# them) is a unit of its own that any idle worker takes. Units run slow-marked first (the
+# sweeps, the subprocess fault tests, the bench scripts), so that what is left for the end of
+# the run is short work that evens out the workers.
+SHARED_SESSION_FIXTURES = ("packed_sweep",)
+
+
+def _shared_group(item) -> str | None:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for name in item.fixturenames:
+        if name in SHARED_SESSION_FIXTURES:
+            return name
+        defs = info.name2fixturedefs.get(name) or ()
+        if any(d.scope in ("module", "class") and not getattr(d, "_autouse", False) for d in defs):
+            return item.module.__name__
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = _shared_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept within
+
+
 NO_SKIP = os.environ.get("FLIPSEARCH_NO_SKIP") == "1" or os.environ.get("CI") == "true"
 
 
