@@ -269,9 +269,9 @@ def table(scorer, results, orderings: int) -> list[str]:
 def paired(results, new: str = "stratified-asha", old: str = "mo-asha", base: str = "random") -> list[str]:
     """Target (c) and (d) per ordering: every variant replays the same orderings, so the test HV
     of `new` at 25 / 50 / 100 % of the compute is compared with `old`'s and `base`'s on each
-    ordering (a paired comparison, not two medians): the share of orderings where `new` is at
-    least as high, the median paired difference, and a two-sided Wilcoxon signed-rank p-value
-    (ties, equal HVs, are dropped as the test does)."""
+    ordering (a paired comparison, not two medians): in how many orderings `new` is higher,
+    equal (the same front: common at full compute) or lower, the median paired difference, and
+    a two-sided Wilcoxon signed-rank p-value over the unequal pairs (ties dropped)."""
     from scipy.stats import wilcoxon
 
     lines = []
@@ -284,9 +284,10 @@ def paired(results, new: str = "stratified-asha", old: str = "mo-asha", base: st
             b = np.array([r[f"test{f}"] for r in results[other]])
             d = a - b
             p = wilcoxon(d, zero_method="wilcox").pvalue if np.any(d != 0) else 1.0
-            cells.append(f"@{int(f * 100)} %: {new} >= {other} in {int((d >= -1e-12).sum())}/{len(d)}, "
-                         f"median diff {np.median(d):+.4f}, p {p:.2g}")
-        lines.append("paired test HV, same orderings: " + "; ".join(cells))
+            tie = np.abs(d) <= 1e-12
+            cells.append(f"@{int(f * 100)} %: higher / equal / lower in {int((d > 1e-12).sum())} / {int(tie.sum())} / "
+                         f"{int((d < -1e-12).sum())}, median diff {np.median(d):+.4f}, p {p:.2g}")
+        lines.append(f"paired test HV, {new} vs {other}, same orderings: " + "; ".join(cells))
     return lines
 
 

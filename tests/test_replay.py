@@ -69,3 +69,20 @@ def test_smoke_mode_runs_end_to_end():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["random", "mo-asha", "stratified"]
     assert "| random | 1.00 [1.00-1.00] |" in out.stdout
+
+
+def test_paired_comparison_counts_each_ordering_and_tests_the_unequal_pairs():
+    """Target (c) / (d)'s paired rows: per ordering, higher / equal / lower, and a Wilcoxon
+    p-value over the unequal pairs only (ties dropped)."""
+    from scipy.stats import wilcoxon
+
+    new = [0.99, 0.98, 1.00, 0.97, 1.00, 0.95]
+    old = [0.98, 0.98, 0.99, 0.99, 0.97, 0.94]
+    results = {"stratified-asha": [{f"test{f}": v for f in replay_mod.FRACTIONS} for v in new],
+               "mo-asha": [{f"test{f}": v for f in replay_mod.FRACTIONS} for v in old]}
+    (line,) = replay_mod.paired(results)  # no "random" variant: only the mo-asha row
+    d = np.array(new) - np.array(old)
+    p = wilcoxon(d[d != 0]).pvalue
+    assert line.startswith("paired test HV, stratified-asha vs mo-asha")
+    assert line.count("higher / equal / lower in 4 / 1 / 1") == len(replay_mod.FRACTIONS)
+    assert f"median diff {np.median(d):+.4f}" in line and f"p {p:.2g}" in line
