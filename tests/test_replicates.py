@@ -59,3 +59,20 @@ def test_rows_already_written_are_not_planned_again(tiny_space):
     again = plan(space, pd.concat([rows, pd.DataFrame([done])], ignore_index=True))
     assert len(again) == len(first) - 1
     assert (f"baseline:{key}", 0) not in {(t["replicate_of"], t["replicate"]) for t in again}
+
+
+def test_a_ce_front_point_at_another_search_seed_is_still_the_baseline(tiny_space):
+    """With two search seeds a ce trial at its defaults may run at seed 1: it is the
+    baseline's configuration all the same (equal up to the seed), so it gets no replicate set
+    of its own beside the baseline's."""
+    space = load_space(tiny_space(SPACE.replace("models: [small]}", "models: [small], seeds: [0, 1]}")))
+    assert space.seeds == [0, 1]
+    key, template = next(iter(space.templates.items()))
+    ce = _searched(space, "ce", 0, 0.95, 0.030)
+    ce.update(config_columns(decode_config(ce).replace(seed=1)))  # the ce trial ran at search seed 1
+    rows = pd.DataFrame([ce, _searched(space, "bct", 1, 0.93, 0.010, lambda_c=1.0)])
+    tasks = plan(space, rows)
+    assert sorted({t["replicate_of"] for t in tasks}) == [f"baseline:{key}", "uid1"]
+    baseline_seeds = sorted(t["config"]["seed"] for t in tasks if t["replicate_of"] == f"baseline:{key}")
+    # its replicate seeds, and search seed 0, which no ce trial at the defaults ran
+    assert baseline_seeds == sorted(replicate_seeds(space) + [0])

@@ -66,11 +66,12 @@ def plan(space: SearchSpace, rows: pd.DataFrame) -> list[dict[str, Any]]:
         mine = searched[searched["study"] == key] if len(searched) else searched
         baseline = baseline_config(template)
         origins = [(f"{BASELINE}:{key}", -1, baseline)]
-        # The baseline's replicates serve a front point with its configuration. A row records
-        # the device its trial resolved ("cpu" for "auto"); a replicate runs under the sweep's
-        # own setting, wherever Ray places it, so the two are compared under that setting.
+        # The baseline's replicates serve a front point with its configuration, at whichever
+        # search seed it ran (`same_run`: equal up to seed and device). A row records the device
+        # its trial resolved ("cpu" for "auto"); a replicate runs under the sweep's own setting,
+        # wherever Ray places it.
         origins += [(str(r["trial_uid"]), int(r["trial_number"]), cfg) for _, r in front_rows(space, mine).iterrows()
-                    if (cfg := decode_config(r).replace(device=template.device)) != baseline]
+                    if not same_run(cfg := decode_config(r).replace(device=template.device), baseline)]
         runs = [(uid, number, cfg, k, seed) for uid, number, cfg in origins for k, seed in enumerate(seeds)]
         # The baseline at a search seed no search trial ran it at: when ce's recipe is searched
         # (update.lr in its block), its search trials run other recipes than the baseline's.
