@@ -37,6 +37,35 @@ def _on_sigterm(signum, frame):
     raise SystemExit(128 + signum)  # unwinds through the finally blocks below
 
 
+def start_cluster(workers: list[dict], attempts: int = 3):
+    """(the started cluster, attempts it took): a head with no CPUs and `workers`, every node
+    on loopback. Ray gives a starting node 30 s to register with the GCS (a constant in
+    ray/_private/node.py); a machine loaded enough to miss that (one core shared by two test
+    suites) gets the cluster started again, whatever of it had started killed first, up to
+    `attempts` times."""
+    from ray.cluster_utils import Cluster
+
+    import psutil  # Ray's bundled copy, on the path once ray is imported
+
+    for attempt in range(1, attempts + 1):
+        cluster = None
+        try:
+            cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 0, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
+            for node in workers:
+                cluster.add_node(node_ip_address=LOOPBACK, **node)
+            cluster.wait_for_nodes()
+            return cluster, attempt
+        except Exception as e:  # noqa: BLE001 - only Ray's start-up deadline is retried
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            if cluster is not None:
+                cluster.shutdown()
+            for child in psutil.Process().children(recursive=True):  # a node that half started
+                child.kill()
+            psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
+
+
 def main(spec_path: str, report_path: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     with open(spec_path) as f:
@@ -46,13 +75,8 @@ def main(spec_path: str, report_path: str) -> int:
     cluster = proc = None
     try:
         import ray
-        from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 0, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
-        for node in spec["workers"]:
-            cluster.add_node(node_ip_address=LOOPBACK, **node)
-        cluster.wait_for_nodes()
+        cluster, report["start_attempts"] = start_cluster(spec["workers"])
         report.update(address=cluster.address, head_node_id=cluster.head_node.node_id,
                       worker_node_ids=[n.node_id for n in cluster.worker_nodes])
 

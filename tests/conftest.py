@@ -108,16 +108,28 @@ def _shared_group(item) -> str | None:
             return name
         defs = info.name2fixturedefs.get(name) or ()
         if any(d.scope in ("module", "class") and not getattr(d, "_autouse", False) for d in defs):
-            return item.module.__name__
+            return getattr(item.module, "__name__", None)
     return None
 
 
 def pytest_collection_modifyitems(config, items):
+    unit_of = {}
     for item in items:
         group = _shared_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order kept within
+        unit_of[item.nodeid] = group or item.nodeid
+    # Slow units first; a group's tests stay contiguous, in file order (in one process too,
+    # where a module fixture would otherwise be set up again after its module was left).
+    first, slow = {}, set()
+    for i, item in enumerate(items):
+        unit = unit_of[item.nodeid]
+        first.setdefault(unit, i)
+        if item.get_closest_marker("slow") is not None:
+            slow.add(unit)
+    position = {item.nodeid: i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (unit_of[item.nodeid] not in slow, first[unit_of[item.nodeid]],
+                                 position[item.nodeid]))
 
 
 NO_SKIP = os.environ.get("FLIPSEARCH_NO_SKIP") == "1" or os.environ.get("CI") == "true"

@@ -253,6 +253,51 @@ def run_on_cluster(tmp_path: Path, workers: list[dict], sweep: list[str], timeou
     return report
 
 
+def test_a_cluster_that_misses_rays_start_up_deadline_is_started_again(monkeypatch):
+    """Ray gives a starting node 30 s to register (a constant); on one core shared by two
+    suites a node can miss it. The cluster script then starts the cluster again, and any
+    other start-up error still fails at once."""
+    import importlib.util
+
+    import ray.cluster_utils
+
+    spec = importlib.util.spec_from_file_location("cluster_sweep_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    made = []
+
+    class FlakyCluster:  # the first start misses the deadline, the second comes up
+        def __init__(self, initialize_head, head_node_args):
+            made.append(self)
+            self.nodes, self.down = [], False
+            if len(made) == 1:
+                raise Exception("The current node timed out during startup. This could happen ...")
+
+        def add_node(self, **node):
+            self.nodes.append(node)
+
+        def wait_for_nodes(self):
+            pass
+
+        def shutdown(self):
+            self.down = True
+
+    monkeypatch.setattr(ray.cluster_utils, "Cluster", FlakyCluster)
+    cluster, attempts = script.start_cluster([{"num_cpus": 1}, {"num_cpus": 1}])
+    assert attempts == 2 and cluster is made[1] and len(cluster.nodes) == 2
+
+    class BrokenCluster(FlakyCluster):
+        def __init__(self, initialize_head, head_node_args):
+            made.append(self)
+            raise ValueError("not a start-up deadline")
+
+    monkeypatch.setattr(ray.cluster_utils, "Cluster", BrokenCluster)
+    made.clear()
+    with pytest.raises(ValueError, match="not a start-up deadline"):
+        script.start_cluster([{"num_cpus": 1}])
+    assert len(made) == 1  # not retried
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_sweep_on_a_multinode_cluster_shares_reference_models(tiny_space, tmp_path):
