@@ -33,6 +33,8 @@ export FLIPSEARCH_NO_SKIP=1
 # overrides pyproject's `not bench`), on pytest-xdist workers (FLIPSEARCH_TEST_WORKERS,
 # default 2: this machine's cores; 0 runs in-process). --dist loadgroup: tests that share a
 # costly fixture stay on one worker, every other test is a unit any idle worker takes, slow
-# ones first (tests/conftest.py); each worker starts its own Ray.
+# ones first (tests/conftest.py); each worker starts its own Ray. A worker that dies fails the
+# run at once (--max-worker-restart 0): after a replaced worker the loadgroup scheduler was
+# seen to wait forever (2026-12-06, two suites on the 2 cores, a worker's Ray killed).
 exec python -m pytest -q -n "${FLIPSEARCH_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder \
-  -m "bench or not bench" "$@"
+  --max-worker-restart 0 -m "bench or not bench" "$@"

@@ -47,8 +47,10 @@ def start_cluster(workers: list[dict], attempts: int = 3):
 
     import psutil  # Ray's bundled copy, on the path once ray is imported
 
+    me = psutil.Process()
     for attempt in range(1, attempts + 1):
         cluster = None
+        before = {c.pid for c in me.children(recursive=True)}  # never kill what was running before
         try:
             cluster = Cluster(initialize_head=True, head_node_args={
                 "num_cpus": 0, "num_gpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
@@ -61,9 +63,10 @@ def start_cluster(workers: list[dict], attempts: int = 3):
                 raise
             if cluster is not None:
                 cluster.shutdown()
-            for child in psutil.Process().children(recursive=True):  # a node that half started
+            started = [c for c in me.children(recursive=True) if c.pid not in before]  # a node that half started
+            for child in started:
                 child.kill()
-            psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
+            psutil.wait_procs(started, timeout=30)
 
 
 def main(spec_path: str, report_path: str) -> int:

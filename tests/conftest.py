@@ -113,23 +113,15 @@ def _shared_group(item) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    unit_of = {}
     for item in items:
         group = _shared_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
-        unit_of[item.nodeid] = group or item.nodeid
-    # Slow units first; a group's tests stay contiguous, in file order (in one process too,
-    # where a module fixture would otherwise be set up again after its module was left).
-    first, slow = {}, set()
-    for i, item in enumerate(items):
-        unit = unit_of[item.nodeid]
-        first.setdefault(unit, i)
-        if item.get_closest_marker("slow") is not None:
-            slow.add(unit)
-    position = {item.nodeid: i for i, item in enumerate(items)}
-    items.sort(key=lambda item: (unit_of[item.nodeid] not in slow, first[unit_of[item.nodeid]],
-                                 position[item.nodeid]))
+    # Slow first (stable: file order kept within). A group stays one unit on xdist wherever its
+    # tests sit. (Keeping each group's tests contiguous in this list too was tried on
+    # 2026-12-06: in 3 of 3 runs an xdist worker's Ray was killed from outside mid-run; this
+    # order passed 6 of 6. Cause not found yet: issue 23.)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 NO_SKIP = os.environ.get("FLIPSEARCH_NO_SKIP") == "1" or os.environ.get("CI") == "true"

@@ -283,7 +283,13 @@ def test_a_cluster_that_misses_rays_start_up_deadline_is_started_again(monkeypat
             self.down = True
 
     monkeypatch.setattr(ray.cluster_utils, "Cluster", FlakyCluster)
-    cluster, attempts = script.start_cluster([{"num_cpus": 1}, {"num_cpus": 1}])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # running before the start
+    try:
+        cluster, attempts = script.start_cluster([{"num_cpus": 1}, {"num_cpus": 1}])
+        assert child.poll() is None  # the retry kills only what the failed start left, not this
+    finally:
+        child.kill()
+        child.wait()
     assert attempts == 2 and cluster is made[1] and len(cluster.nodes) == 2
 
     class BrokenCluster(FlakyCluster):
