@@ -118,9 +118,7 @@ def pytest_collection_modifyitems(config, items):
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
     # Slow first (stable: file order kept within). A group stays one unit on xdist wherever its
-    # tests sit. (Keeping each group's tests contiguous in this list too was tried on
-    # 2026-12-06: in 3 of 3 runs an xdist worker's Ray was killed from outside mid-run; this
-    # order passed 6 of 6. Cause not found yet: issue 23.)
+    # tests sit.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
