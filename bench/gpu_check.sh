@@ -51,12 +51,14 @@ fi
 # The packing benchmark at a size that fits the time: trials per GPU-hour of fd updates of
 # cnn8 on Fashion-MNIST (the paper-1 set-up; ≥ 1,000 per GPU-hour is the goal).
 echo; echo "== packing benchmark (bench/packing.py, trials part)"
+amps=("" --amp)
 if [ "$mode" = cpu ]; then
   size=(--packs 1 2 --fashion-n 256 --epochs 1 --threads 1 --clock wall)
+  amps=(--amp)  # its fp32 path is bench/packing.py's own smoke run (tests/test_bench.py)
 else
   size=(--packs 1 4 16 64 --fashion-n 6000 --epochs 2)
 fi
-for amp in "" --amp; do
+for amp in "${amps[@]}"; do
   "$PYTHON" bench/packing.py --device "$mode" $amp --datasets fashion --parts trials --repeats 1 --warmup 0 \
     "${size[@]}" "${data_root[@]}" || { echo "FAIL packing benchmark ${amp:-fp32}"; status=1; }
 done

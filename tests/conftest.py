@@ -20,6 +20,9 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# As flipsearch's own embedded Ray (search/sweep.py:connect_ray): no default workers prestarted
+# for a Ray the tests start themselves; Tune's trial actors could not use them.
+os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 # Ray workers inherit this environment: they import the fault-injecting model factories in
 # tests/flipsearch_faults.py and leave their markers in FLIPSEARCH_FAULT_DIR.
 _TESTS = os.path.dirname(os.path.abspath(__file__))

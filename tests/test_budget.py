@@ -99,7 +99,7 @@ SPACE = """
 name: t-budget
 scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0], training: {epochs: 3}}
 objectives: [accuracy_new:max, nfr:min]
-search: {sampler: random, trials_per_scenario: 6, seed: 2, concurrency: 2, budget: per-method,
+search: {sampler: random, trials_per_scenario: 6, seed: 2, concurrency: 1, budget: per-method,
          scheduler: mo-asha, grace_period: 1, reduction_factor: 3}
 methods:
   ce: {update.lr: {loguniform: [0.005, 0.1]}}

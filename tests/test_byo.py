@@ -107,7 +107,7 @@ scenario:
   critical_classes: [1, 2]
   training: {{epochs: 3, batch_size: 16}}
 objectives: [accuracy_new:max, critical_nfr:min]
-search: {{trials_per_scenario: 4, concurrency: 2}}
+search: {{trials_per_scenario: 4, concurrency: 1}}
 methods:
   ce: {{}}
   fd: {{lambda: {{loguniform: [0.1, 5]}}}}

@@ -405,7 +405,7 @@ def s3_out(tmp_path, monkeypatch):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_sweep_and_resume_on_an_s3_uri(ray_local, tiny_space, s3_out, tmp_path, monkeypatch):
+def test_sweep_resume_report_and_export_on_an_s3_uri(ray_local, tiny_space, s3_out, tmp_path, monkeypatch):
     import optuna
     import pyarrow.fs as pafs
     from optuna.storages import JournalStorage
@@ -462,3 +462,17 @@ def test_sweep_and_resume_on_an_s3_uri(ray_local, tiny_space, s3_out, tmp_path, 
     written = out.sub("report")
     assert {"index.html", "summary.md", "front.parquet"} <= set(written.list())
     assert b"mpt" in written.read_bytes("summary.md")
+
+    # The models of the validation front (search.keep's default) are kept in the bucket, and the
+    # recommended one is exported from it, its test metrics recomputed from the loaded model;
+    # its card names the sweep without credentials or endpoint options.
+    from flipsearch import export_update
+    from flipsearch.kept_models import kept_uids
+    from test_kept_models import independent_front
+
+    front = independent_front(rows)
+    assert front and kept_uids(s3_out) == front
+    files = export_update(s3_out, str(tmp_path / "ship"), recommended=True)
+    card = json.loads((tmp_path / "ship" / "card.json").read_text())
+    assert len(files) == 4 and card["trial_uid"] in front and card["check"]["test_metrics_reproduced"]
+    assert card["sweep"] == f"s3://flipsearch/runs/{tmp_path.name}"

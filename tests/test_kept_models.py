@@ -19,8 +19,6 @@ from flipsearch.kept_models import MODELS_DIR, Keeper, kept_uids, wanted
 from flipsearch.objectives import Constraint, Objective
 from flipsearch.storage import Storage
 
-from test_cluster import s3_out  # noqa: F401  (the local S3 server fixture)
-
 OBJECTIVES = (("accuracy_new", "max"), ("nfr", "min"))
 
 FRONT_SPACE = """
@@ -348,24 +346,3 @@ def test_keep_all_keeps_pack_members_and_repairs_then_front_prunes_on_resume(pac
     none = str(tmp_path / "none")
     sweep(path, out=none, trials_per_scenario=2, keep="none", quiet=True)
     assert len(read_results(none)) == 2 and models_on_disk(none) == []
-
-
-# ------------------------------------------------------------------ an object store
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_an_s3_sweep_keeps_and_exports_its_front(ray_local, tiny_space, s3_out, tmp_path, monkeypatch):
-    from flipsearch import export_update, sweep
-    from flipsearch.results import read_results
-
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the driver's journal mirror goes here
-    path = tiny_space(FRONT_SPACE.replace("pack: 2, replicates: 1", "pack: 1"))
-    summary = sweep(path, out=s3_out, trials_per_scenario=4, quiet=True)
-    rows = read_results(s3_out)
-    front = independent_front(rows)
-    assert kept_uids(s3_out) == front and summary.models_kept == len(front)
-    written = export_update(s3_out, str(tmp_path / "ship"), recommended=True)
-    card = json.loads((tmp_path / "ship" / "card.json").read_text())
-    assert len(written) == 4 and card["trial_uid"] in front and card["check"]["test_metrics_reproduced"]
-    assert card["sweep"] == f"s3://flipsearch/runs/{tmp_path.name}"  # no credentials, no endpoint options

@@ -60,7 +60,7 @@ def test_a_method_in_a_user_module_is_swept(ray_local, tiny_space, tmp_path, toy
     space = tiny_space(f"""
 name: t-plugin
 scenario: {{datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0], training: {{epochs: 2}}}}
-search: {{sampler: random, trials_per_scenario: 3, seed: 0, concurrency: 2}}
+search: {{sampler: random, trials_per_scenario: 3, seed: 0, concurrency: 1}}
 methods:
   "{toy_module}":
     smoothing: {{uniform: [0.0, 0.5]}}

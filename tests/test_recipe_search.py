@@ -97,7 +97,7 @@ def test_pack_members_with_their_own_learning_rate_equal_their_solo_trials():
 
 
 SWEEP = SCENARIO + """
-search: {sampler: random, trials_per_scenario: 6, seed: 5, concurrency: 2, budget: per-method, replicates: 1}
+search: {sampler: random, trials_per_scenario: 6, seed: 5, concurrency: 1, budget: per-method, replicates: 1}
 methods:
   ce: {update.lr: {loguniform: [0.002, 0.2]}}
   fd: {lambda: {loguniform: [0.5, 2.0]}, update.lr: {loguniform: [0.002, 0.2]}}

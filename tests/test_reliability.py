@@ -66,7 +66,7 @@ scenario:
   arrangements: [class-incremental]
   models: [small, "flipsearch_faults:raising", "flipsearch_faults:nan_when_training"]
   training: {epochs: 3}
-search: {trials_per_scenario: 2, concurrency: 2}
+search: {trials_per_scenario: 2, concurrency: 1}
 methods: {ce: {init: {choice: [old, scratch]}}}
 """)
     out = tmp_path / "out"
@@ -252,37 +252,6 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates_and_ray_listened_on
     assert len(trained) == 4  # one told trial per row (and repeated suggestions told beside them)
 
 
-def test_sigterm_stops_like_ctrl_c_says_how_to_resume_and_the_terminal_shows_flipsearch_lines_only(
-        ray_local, tiny_space, tmp_path):
-    """SIGTERM is routed to the Ctrl-C handler (tests below check the routing itself), so this
-    one subprocess sweep stands for both: a clean stop, exit 143 (Ctrl-C: 130, the replicate
-    test), the resume command, the lock released, finished rows kept, and a resume that
-    finishes without duplicates. Its terminal shows flipsearch's own lines only."""
-    space_path = tiny_space(SLOW_SPACE.replace("trials_per_scenario: 4", "trials_per_scenario: 3"))
-    out = tmp_path / "out"
-    proc = _start_sweep(space_path, out, gate_rows=1)
-    try:
-        _wait_at_gate(out, proc)  # one row written, the second trial held
-        os.kill(proc.pid, signal.SIGTERM)
-        out_text, err = proc.communicate(timeout=120)
-    finally:
-        _reap(proc)
-    assert proc.returncode == 143, err[-2000:]
-    assert "Traceback" not in err and "SIGTERM received" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert lines[-1].startswith("interrupted: resume with  flipsearch sweep") and lines[-1].endswith("--resume")
-    assert lines[:-1] and all(line.startswith("[flipsearch] ") for line in lines[:-1]), err  # no Ray or Tune noise
-    shown = [line for line in out_text.splitlines() if line.strip()]
-    assert len(shown) == 1 and shown[0].startswith("sweep "), out_text
-    assert not (out / "sweep.lock").exists()  # released on the way out
-    finished = read_results(str(out))
-    assert len(finished) == 1 and set(finished["status"]) == {"ok"}
-    run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
-    rows = read_results(str(out))
-    assert len(rows) == 3 and rows["trial_uid"].is_unique and not rows.duplicated(["study", "trial_number"]).any()
-    assert set(finished["trial_uid"]) <= set(rows["trial_uid"])
-
-
 def test_sigterm_is_routed_to_the_active_sigint_handler():
     """What makes SIGTERM stop a sweep like Ctrl-C: the handler `route_sigterm` installs calls
     whatever SIGINT handler is active (Tune's during a sweep) and remembers it for exit 143;
@@ -310,6 +279,25 @@ def test_sigterm_is_routed_to_the_active_sigint_handler():
         signals._state["received"] = received
 
 
+@pytest.mark.parametrize("by_sigterm, status", [(False, 130), (True, 143)])
+def test_an_interrupted_sweep_exits_130_after_ctrl_c_and_143_after_sigterm(tiny_space, tmp_path, monkeypatch, capsys,
+                                                                         by_sigterm, status):
+    """The CLI's side of a stop (the subprocess test below makes a real one): whatever stopped
+    the sweep, it prints the resume command; the status says which signal it was."""
+    import types
+
+    from flipsearch import api, signals
+
+    space = tiny_space("scenario: {datasets: [digits]}\nmethods: {ce: {}}\n")
+    stopped = types.SimpleNamespace(interrupted=True, line=lambda: "sweep t: 1 trial run")
+    monkeypatch.setattr(api, "sweep", lambda *a, **kw: stopped)
+    monkeypatch.setitem(signals._state, "received", by_sigterm)
+    monkeypatch.setattr(signals, "route_sigterm", lambda: None)  # leave this process's handlers alone
+    code, err = _main(["sweep", space, "--out", str(tmp_path / "out")], capsys)
+    assert code == status
+    assert err.strip() == f"interrupted: resume with  flipsearch sweep {space} --out {tmp_path / 'out'} --resume"
+
+
 REPLICATE_SPACE = """
 name: reps
 scenario: {datasets: [digits], arrangements: [exclusive-op], models: ["flipsearch_faults:gated"], training: {epochs: 2}}
@@ -320,24 +308,37 @@ methods:
 """
 
 
-def test_ctrl_c_in_the_replicate_phase_says_how_to_resume_and_resume_finishes_it(ray_local, tiny_space, tmp_path):
+def test_sigterm_in_the_replicate_phase_stops_cleanly_says_how_to_resume_and_resume_finishes_it(
+        ray_local, tiny_space, tmp_path):
+    """SIGTERM is routed to the Ctrl-C handler (the tests beside this one check the routing and
+    the exit status of each), so this one subprocess sweep stands for both, stopped in its
+    replicate phase: a clean stop, exit 143, the resume command, the lock released, finished
+    rows kept, and a resume that finishes the replicates without duplicates. Its terminal
+    shows flipsearch's own lines only."""
     space_path = tiny_space(REPLICATE_SPACE)
     out = tmp_path / "out"
     proc = _start_sweep(space_path, out, gate_rows=3)
     try:
         _wait_at_gate(out, proc)  # both search trials and the first replicate written, the next held
-        os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        os.kill(proc.pid, signal.SIGTERM)
+        out_text, err = proc.communicate(timeout=120)
     finally:
         _reap(proc)
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted: resume with" in err and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("interrupted: resume with  flipsearch sweep") and lines[-1].endswith("--resume")
+    assert lines[:-1] and all(line.startswith("[flipsearch] ") for line in lines[:-1]), err  # no Ray or Tune noise
+    shown = [line for line in out_text.splitlines() if line.strip()]
+    assert len(shown) == 1 and shown[0].startswith("sweep "), out_text
+    assert not (out / "sweep.lock").exists()  # released on the way out
     before = read_results(str(out))
     reps = before[before["replicate_of"].notna()]
-    assert len(before[before["replicate_of"].isna()]) == 2 and len(reps) == 1
+    assert len(before[before["replicate_of"].isna()]) == 2 and len(reps) == 1 and set(before["status"]) == {"ok"}
     summary = run_sweep(load_space(space_path), SweepOptions(out=str(out), resume=True, quiet=True))
     assert not summary.interrupted and summary.trials_run == 0
     rows = read_results(str(out))
+    assert rows["trial_uid"].is_unique and set(before["trial_uid"]) <= set(rows["trial_uid"])
     reps = rows[rows["replicate_of"].notna()]
     assert len(reps) == len(before[before["replicate_of"].notna()]) + summary.replicates_run
     assert not reps.duplicated(["replicate_of", "replicate"]).any() and set(reps["status"]) == {"ok"}
@@ -353,7 +354,7 @@ BASE_SPACE = """
 name: base
 scenario: {datasets: [digits], arrangements: [exclusive-op], models: [small], seeds: [0, 1], training: {epochs: 2}}
 objectives: ["nfr:min", "br:min"]
-search: {trials_per_scenario: 3, concurrency: 2, sampler: random}
+search: {trials_per_scenario: 3, concurrency: 1, sampler: random}
 methods:
   ce: {init: {choice: [old, scratch]}}
   bct: {lambda_c: {uniform: [0.1, 1.0]}}

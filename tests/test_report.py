@@ -696,7 +696,7 @@ scenario:
   seeds: [0]
   training: {epochs: 3}
 objectives: [accuracy_new:max, nfr:min]
-search: {sampler: nsga2, trials_per_scenario: 4, seed: 1, concurrency: 2, scheduler: mo-asha, replicates: 2}
+search: {sampler: nsga2, trials_per_scenario: 4, seed: 1, concurrency: 1, scheduler: mo-asha, replicates: 2}
 methods:
   ce: {}
   bct:
