@@ -91,7 +91,7 @@ def test_sweep_rows_studies_references_and_resume(ray_local, tiny_space, tmp_pat
 def test_grid_sampler_runs_every_point_once(ray_local, tiny_space, tmp_path):
     path = tiny_space("""
 scenario: {datasets: [digits], arrangements: [exclusive-dev], training: {epochs: 2}, seeds: [0, 1]}
-search: {sampler: grid}
+search: {sampler: grid, concurrency: 1}
 methods:
   ce: {}
   fd: {distance: {choice: [lm, kl]}, lambda: 0.5}
