@@ -1,23 +1,27 @@
-"""Start a real multi-node Ray on this machine, run `flipsearch sweep --address` against it, stop it.
+"""Start a real multi-node Ray on this machine, run `flipsearch sweep --address` against it
+(one sweep or several, one after the other), stop it.
 
 tests/test_cluster.py runs this in a process of its own (the test session has its own Ray):
 
     python tests/cluster_sweep_script.py SPEC.json REPORT.json
 
-SPEC is {"workers": [{"num_cpus": 1}, ...], "sweep": [arguments after `flipsearch sweep`],
-"timeout": seconds, "release_when": {"CPU": 0.0}}. Each worker entry is a node's `ray start` resources (`num_cpus`, `num_gpus`,
-`resources`). The head node has no CPUs, so no trial can run on it: a trial that ran, ran on a
-worker node. Every node listens on 127.0.0.1, and Ray's files (sockets, logs, the address file
-that `ray.init()` looks for) live under $RAY_TMPDIR, which the test points at a private
-directory: no other Ray on the machine can find this cluster, nor this cluster another one.
+SPEC is {"workers": [{"num_cpus": 1}, ...], "sweeps": [{"args": [arguments after `flipsearch
+sweep`], "release_when": {"CPU": 0.0}}, ...], "timeout": seconds per sweep}. Each worker entry
+is a node's `ray start` resources (`num_cpus`, `num_gpus`, `resources`). The head node has no
+CPUs, so no trial can run on it: a trial that ran, ran on a worker node. Every node listens on
+127.0.0.1, and Ray's files (sockets, logs, the address file that `ray.init()` looks for) live
+under $RAY_TMPDIR, which the test points at a private directory: no other Ray on the machine
+can find this cluster, nor this cluster another one. Starting the cluster is the costly part,
+so tests that need the same nodes share one start.
 
-REPORT gets the cluster's address and node ids, the sweep's exit status and output, and the
-least of each resource Ray had free while the sweep ran (`min_available`: 0 GPU means every
-GPU share was held at once). With "release_when", the sweep's model is
+REPORT gets the cluster's address, node ids and total resources, and per sweep its exit status
+and output and the least of each resource Ray had free while it ran (`min_available`: 0 GPU
+means every GPU share was held at once). With "release_when", the sweep's model is
 tests/flipsearch_faults.py:gated (the test sets FLIPSEARCH_GATE): every trial waits at the gate
 until this script has seen Ray's free resources fall to those values, and only then opens it
-(REPORT's "released"): trials that must run at once on the cluster provably did, whatever the
-machine's speed. Every process is stopped on the way out, on an error or SIGTERM too.
+(the sweep's "released"); the gate is closed again before the next sweep. So trials that must
+run at once on the cluster provably did, whatever the machine's speed. Every process is
+stopped on the way out, on an error or SIGTERM too.
 """
 
 from __future__ import annotations
@@ -69,13 +73,48 @@ def start_cluster(workers: list[dict], attempts: int = 3):
             psutil.wait_procs(started, timeout=30)
 
 
+def _run_sweep(ray, address: str, job: dict, timeout: float, total: dict, stem: str, result: dict) -> None:
+    """Run one sweep to its end (or `timeout`, or this script's SIGTERM: it is killed on the way
+    out), watching the free resources; fills `result`."""
+    gate = os.environ.get("FLIPSEARCH_GATE")
+    if gate and os.path.exists(os.path.join(gate, "release")):
+        os.remove(os.path.join(gate, "release"))  # closed again: this sweep's trials wait too
+    low = dict(total)
+    cmd = [sys.executable, "-m", "flipsearch.cli", "sweep", *job["args"], "--address", address]
+    with open(f"{stem}.stdout", "w") as out, open(f"{stem}.stderr", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    result["timed_out"] = True
+                    break
+                free = ray.available_resources()  # a fully used resource is absent
+                for k in low:
+                    low[k] = min(low[k], float(free.get(k, 0.0)))
+                release_when = job.get("release_when")
+                if release_when and not result.get("released") and \
+                        all(low.get(k, float("inf")) <= v for k, v in release_when.items()):
+                    open(os.path.join(gate, "release"), "w").close()
+                    result["released"] = True  # the trials held at the gate held these resources at once
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    result.update(returncode=proc.returncode, min_available=low)
+    for stream in ("stdout", "stderr"):
+        with open(f"{stem}.{stream}") as f:
+            result[stream] = f.read()[-20000:]
+
+
 def main(spec_path: str, report_path: str) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     with open(spec_path) as f:
         spec = json.load(f)
-    report: dict = {"returncode": None}
+    report: dict = {}
     workdir = os.path.dirname(os.path.abspath(report_path))
-    cluster = proc = None
+    cluster = None
     try:
         import ray
 
@@ -83,42 +122,21 @@ def main(spec_path: str, report_path: str) -> int:
         report.update(address=cluster.address, head_node_id=cluster.head_node.node_id,
                       worker_node_ids=[n.node_id for n in cluster.worker_nodes])
 
-        # A second driver that only watches the cluster's free resources while the sweep runs.
+        # A second driver that only watches the cluster's free resources while a sweep runs.
         ray.init(address=cluster.address, log_to_driver=False)
         signal.signal(signal.SIGTERM, _on_sigterm)  # ray.init installed its own handler
         report["total"] = {k: v for k, v in ray.cluster_resources().items() if k in WATCHED}
-        low = dict(report["total"])
-
-        cmd = [sys.executable, "-m", "flipsearch.cli", "sweep", *spec["sweep"], "--address", cluster.address]
-        with open(os.path.join(workdir, "sweep.stdout"), "w") as out, \
-                open(os.path.join(workdir, "sweep.stderr"), "w") as err:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-            deadline = time.monotonic() + float(spec.get("timeout", 120))
-            while proc.poll() is None:
-                if time.monotonic() > deadline:
-                    report["timed_out"] = True
-                    break
-                free = ray.available_resources()  # a fully used resource is absent
-                for k in low:
-                    low[k] = min(low[k], float(free.get(k, 0.0)))
-                release_when = spec.get("release_when")
-                if release_when and not report.get("released") and \
-                        all(low.get(k, float("inf")) <= v for k, v in release_when.items()):
-                    open(os.path.join(os.environ["FLIPSEARCH_GATE"], "release"), "w").close()
-                    report["released"] = True  # the trials held at the gate held these resources at once
-                time.sleep(0.2)
-        report["min_available"] = low
+        report["sweeps"] = []
+        for i, job in enumerate(spec["sweeps"]):
+            result: dict = {"returncode": None}
+            report["sweeps"].append(result)
+            _run_sweep(ray, cluster.address, job, float(spec.get("timeout", 120)), report["total"],
+                              os.path.join(workdir, f"sweep-{i}"), result)
+            if result["returncode"] != 0:
+                break
     except BaseException as e:  # noqa: BLE001 - reported to the test, then cleaned up
         report["error"] = f"{type(e).__name__}: {e}"
-    finally:
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            report["returncode"] = proc.returncode
-            for stream in ("stdout", "stderr"):
-                with open(os.path.join(workdir, f"sweep.{stream}")) as f:
-                    report[stream] = f.read()[-20000:]
+    finally:  # a sweep's process is stopped by _run_sweep, also on SIGTERM
         try:
             import ray
 
@@ -128,7 +146,8 @@ def main(spec_path: str, report_path: str) -> int:
                 cluster.shutdown()
             with open(report_path, "w") as f:
                 json.dump(report, f, indent=1)
-    return 0 if report.get("returncode") == 0 and "error" not in report else 1
+    ok = "error" not in report and len(report.get("sweeps", [])) == len(spec["sweeps"])
+    return 0 if ok and all(r["returncode"] == 0 for r in report["sweeps"]) else 1
 
 
 if __name__ == "__main__":

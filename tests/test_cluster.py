@@ -197,17 +197,16 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def run_on_cluster(tmp_path: Path, workers: list[dict], sweep: list[str], timeout: float = 150,
-                   release_when: dict | None = None) -> dict:
-    """Start a head (0 CPUs) plus `workers` in a subprocess, run `flipsearch sweep *sweep
-    --address HEAD` against it, stop everything; return the script's report. With
-    `release_when` the sweep's model must be flipsearch_faults:gated: its trials wait until the
-    cluster's free resources have fallen to those values (see cluster_sweep_script.py)."""
+def run_on_cluster(tmp_path: Path, workers: list[dict], sweeps: list[dict], timeout: float = 150) -> dict:
+    """Start a head (0 CPUs) plus `workers` in a subprocess, run `flipsearch sweep *args
+    --address HEAD` for each of `sweeps` ({"args": [...], "release_when": {...}}) against it,
+    one after the other, stop everything; return the script's report. With `release_when` the
+    sweep's model must be flipsearch_faults:gated: its trials wait until the cluster's free
+    resources have fallen to those values (see cluster_sweep_script.py)."""
     # Short on purpose: Ray's socket paths live under it and must stay below ~107 bytes.
     ray_tmp = tempfile.mkdtemp(prefix="fsc-", dir="/tmp")
     spec_path, report_path = tmp_path / "spec.json", tmp_path / "report.json"
-    spec_path.write_text(json.dumps({"workers": workers, "sweep": sweep, "timeout": timeout,
-                                     "release_when": release_when}))
+    spec_path.write_text(json.dumps({"workers": workers, "sweeps": sweeps, "timeout": timeout}))
     gate = tmp_path / "gate"
     gate.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -225,7 +224,7 @@ def run_on_cluster(tmp_path: Path, workers: list[dict], sweep: list[str], timeou
     leaked: list[int] = []
     try:
         try:
-            proc.wait(timeout=timeout + 60)
+            proc.wait(timeout=timeout * len(sweeps) + 60)
         except subprocess.TimeoutExpired:
             proc.terminate()  # the script stops its sweep and cluster in order on SIGTERM
             try:
@@ -248,8 +247,10 @@ def run_on_cluster(tmp_path: Path, workers: list[dict], sweep: list[str], timeou
     assert not leaked, f"cluster processes outlived the test: {leaked}"
     assert report_path.exists(), (tmp_path / "cluster.log").read_text()[-3000:]
     report = json.loads(report_path.read_text())
-    assert "error" not in report and report["returncode"] == 0, \
-        f"{report.get('error')}\n{report.get('stderr', '')[-3000:]}\n{(tmp_path / 'cluster.log').read_text()[-2000:]}"
+    done = report.get("sweeps", [])
+    assert "error" not in report and len(done) == len(sweeps) and all(r["returncode"] == 0 for r in done), \
+        f"{report.get('error')}\n{(done or [{}])[-1].get('stderr', '')[-3000:]}\n" \
+        f"{(tmp_path / 'cluster.log').read_text()[-2000:]}"
     return report
 
 
@@ -304,16 +305,48 @@ def test_a_cluster_that_misses_rays_start_up_deadline_is_started_again(monkeypat
     assert len(made) == 1  # not retried
 
 
+QUARTER_GPU_SPACE = """
+name: gpu
+scenario:
+  datasets: [digits]
+  arrangements: [exclusive-op]
+  models: ["flipsearch_faults:gated"]
+  scale: 0.5
+  training: {epochs: 2, batch_size: 64, amp: true}
+objectives: [accuracy_new:max, nfr:min]
+search: {sampler: random, trials_per_scenario: 4, seed: 0}
+methods:
+  ce: {init: {choice: [old, scratch]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster_sweeps(tmp_path_factory):
+    """Two sweeps on one real cluster (starting one is the costly part): a head with no CPUs,
+    node A with 1 CPU, node B with 1 CPU and 1 GPU (logical: this machine has none).
+    1. SHARED_REFS_SPACE, 1 CPU a trial: every trial waits at the gate until both nodes' CPUs
+       are held at once, so two trials run on different nodes at the same time, by construction.
+    2. QUARTER_GPU_SPACE with --gpus-per-trial 0.25 --cpus-per-trial 0.25: its trials wait
+       until four quarter GPUs are held at once, so Ray runs four trials on B's one GPU.
+    Returns (the folder holding both sweeps' --out, the script's report)."""
+    base = tmp_path_factory.mktemp("cluster")
+    (base / "shared.yaml").write_text(SHARED_REFS_SPACE)
+    (base / "gpu.yaml").write_text(QUARTER_GPU_SPACE)
+    report = run_on_cluster(base, [{"num_cpus": 1}, {"num_cpus": 1, "num_gpus": 1}], [
+        {"args": [str(base / "shared.yaml"), "--out", str(base / "shared"), "--quiet"],  # one disk for all nodes: NFS
+         "release_when": {"CPU": 0.0}},
+        {"args": [str(base / "gpu.yaml"), "--out", str(base / "gpu"), "--quiet", "--gpus-per-trial", "0.25",
+                  "--cpus-per-trial", "0.25", "--concurrency", "4"], "release_when": {"GPU": 0.0}}])
+    assert report["total"] == {"CPU": 2.0, "GPU": 1.0}
+    return base, report
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_sweep_on_a_multinode_cluster_shares_reference_models(tiny_space, tmp_path):
-    space = tiny_space(SHARED_REFS_SPACE)
-    out = tmp_path / "out"  # one disk for all nodes: the NFS case
-    # Every trial waits at the gate until both workers' CPUs are held at once (each has one):
-    # two trials then run on different nodes at the same time, by construction.
-    report = run_on_cluster(tmp_path, [{"num_cpus": 1}, {"num_cpus": 1}], [space, "--out", str(out), "--quiet"],
-                            release_when={"CPU": 0.0})
-    assert report.get("released") and report["min_available"]["CPU"] == 0.0
+def test_sweep_on_a_multinode_cluster_shares_reference_models(cluster_sweeps):
+    base, report = cluster_sweeps
+    out, run = base / "shared", report["sweeps"][0]
+    assert run.get("released") and run["min_available"]["CPU"] == 0.0
 
     from flipsearch.results import read_results
 
@@ -334,44 +367,29 @@ def test_sweep_on_a_multinode_cluster_shares_reference_models(tiny_space, tmp_pa
     assert rows.loc[rows["method"] == "ce", "ref_phi_new"].isna().all()
     models = sorted(p.name.split("-")[0] for p in (out / "references").glob("*.pt"))
     assert models == ["m1", "phi_new"]
-    assert "6 trials this run (ok 6); reference models: 2 trained, 9 cache hits" in report["stdout"]
+    assert "6 trials this run (ok 6); reference models: 2 trained, 9 cache hits" in run["stdout"]
+    # No GPU asked for, none handed over (node B has one)
     assert rows["device"].eq("cpu").all() and rows["gpu_ids"].fillna("").eq("").all()
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_quarter_gpus_pack_four_trials_on_one_logical_gpu_and_fall_back_to_cpu(tiny_space, tmp_path):
+def test_quarter_gpus_pack_four_trials_on_one_logical_gpu_and_fall_back_to_cpu(cluster_sweeps):
     """A node that declares one GPU (logical: this machine has none). With
     --gpus-per-trial 0.25 Ray runs four trials on it at once, each is handed GPU 0, and torch,
     finding no CUDA, trains on the CPU, mixed precision requested or not."""
-    space = tiny_space("""
-name: gpu
-scenario:
-  datasets: [digits]
-  arrangements: [exclusive-op]
-  models: ["flipsearch_faults:gated"]
-  scale: 0.5
-  training: {epochs: 2, batch_size: 64, amp: true}
-objectives: [accuracy_new:max, nfr:min]
-search: {sampler: random, trials_per_scenario: 4, seed: 0}
-methods:
-  ce: {init: {choice: [old, scratch]}}
-""")
-    out = tmp_path / "out"
-    report = run_on_cluster(tmp_path, [{"num_cpus": 4, "num_gpus": 1}],
-                            [space, "--out", str(out), "--quiet", "--gpus-per-trial", "0.25",
-                             "--cpus-per-trial", "1", "--concurrency", "4"], release_when={"GPU": 0.0})
-    assert report["total"] == {"CPU": 4.0, "GPU": 1.0}
+    base, report = cluster_sweeps
+    run = report["sweeps"][1]
     # The trials waited at the gate until four quarter GPUs were held at one time.
-    assert report.get("released") and report["min_available"]["GPU"] == 0.0
+    assert run.get("released") and run["min_available"]["GPU"] == 0.0
 
     from flipsearch.results import read_results
 
-    rows = read_results(str(out))
+    rows = read_results(str(base / "gpu"))
     assert len(rows) == 4 and set(rows["status"]) == {"ok"}
     assert set(rows["gpu_ids"]) == {"0"}  # Ray's assignment reached every trial
     assert set(rows["device"]) == {"cpu"} and rows["m1_amp"].all() and rows["update_amp"].all()
-    assert rows["node_id"].nunique() == 1
+    assert rows["node_id"].nunique() == 1 and set(rows["node_id"]) < set(report["worker_node_ids"])
 
 
 # ---------------------------------------------------------------------------------------
