@@ -115,6 +115,7 @@ def _shared_group(item) -> str | None:
     return None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own (a worker registers it after this file), which reads the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = _shared_group(item)
