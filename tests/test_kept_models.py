@@ -29,7 +29,7 @@ scenario:
   models: [small]
   training: {epochs: 1}
 objectives: [accuracy_new:max, nfr:min]
-search: {sampler: random, trials_per_scenario: 8, seed: 5, concurrency: 2, pack: 2, replicates: 1}
+search: {sampler: random, trials_per_scenario: 8, seed: 5, concurrency: 1, pack: 2, replicates: 1}
 methods:
   ce: {init: {choice: [old, scratch]}}
   bct:
