@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's one test command (README, .ci/run): install everything the tests need, stop
 # with a non-zero status if any install fails, then run the whole suite with no test skipped.
-#   scripts/test.sh                 # install + every test: the main suite and the bench tier
+#   scripts/test.sh                 # install + every test: the main suite, then the heavy tier
 #   scripts/test.sh -k report       # extra arguments go to pytest
-#   FLIPSEARCH_TEST_WORKERS=0 scripts/test.sh   # the main suite in one process (no xdist workers)
+#   FLIPSEARCH_TEST_WORKERS=0 scripts/test.sh   # each tier in one process (no xdist workers)
 #   FLIPSEARCH_TEST_NO_INSTALL=1 scripts/test.sh ...   # skip the installs (a developer's loop)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +29,25 @@ fi
 
 # A skipped test fails the run (tests/conftest.py): nothing the README promises may go untested.
 export FLIPSEARCH_NO_SKIP=1
-# One pytest run for both tiers (the main suite and the bench tier's --smoke scripts: `-m` here
-# overrides pyproject's `not bench`), on pytest-xdist workers (FLIPSEARCH_TEST_WORKERS,
-# default 2: this machine's cores; 0 runs in-process). --dist loadgroup: tests that share a
-# costly fixture stay on one worker, every other test is a unit any idle worker takes, slow
-# ones first (tests/conftest.py); each worker starts its own Ray. A worker that dies fails the
-# run at once (--max-worker-restart 0): after a replaced worker the loadgroup scheduler was
-# seen to wait forever (2026-12-06, two suites on the 2 cores, a worker's Ray killed).
-exec python -m pytest -q -n "${FLIPSEARCH_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder \
-  --max-worker-restart 0 -m "bench or not bench" "$@"
+# pytest-xdist workers (FLIPSEARCH_TEST_WORKERS, default 2: this machine's cores; 0 runs
+# in-process), --dist loadgroup: tests that share a costly fixture stay on one worker, every
+# other test is a unit any idle worker takes, slow ones first (tests/conftest.py); each worker
+# starts its own Ray. A worker that dies fails the run at once (--max-worker-restart 0): after a
+# replaced worker the loadgroup scheduler was seen to wait forever (2026-12-06, two suites on
+# the 2 cores, a worker's Ray killed).
+pytest_=(python -m pytest -q -n "${FLIPSEARCH_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder
+         --max-worker-restart 0)
+if [ $# -gt 0 ]; then
+  # A developer's selection (-k report, a file): one run over both tiers.
+  exec "${pytest_[@]}" -m "bench or not bench" "$@"
+fi
+# Two tiers, two runs; both always run, and the script fails if either does.
+#  1. the main suite: everything but (2.), pyproject's default selection;
+#  2. the heavy tier: tests that start Ray clusters or scripts of their own — every bench/
+#     script's --smoke run, bench/gpu_check.sh in its cpu mode, the multi-node cluster.
+status=0
+echo "scripts/test.sh: the main suite (-m 'not bench and not cluster')"
+"${pytest_[@]}" -m "not bench and not cluster" || status=$?
+echo "scripts/test.sh: the heavy tier (-m 'bench or cluster')"
+"${pytest_[@]}" -m "bench or cluster" || { s=$?; [ "$status" != 0 ] || status=$s; }
+exit "$status"

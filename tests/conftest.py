@@ -95,7 +95,7 @@ def tiny_space(tmp_path):
 # Scheduling on pytest-xdist workers (scripts/test.sh: -n 2 --dist loadgroup
 # --no-loadscope-reorder). A test that shares a costly fixture (a sweep in a module- or
 # class-scoped fixture, the session's packed sweep) stays with the other tests that share it,
-# on one worker, so the fixture runs once; every other test (the bench tier's scripts among
+# on one worker, so the fixture runs once; every other test (the heavy tier's scripts among
 # them) is a unit of its own that any idle worker takes. Units run slow-marked first (the
 # sweeps, the subprocess fault tests, the bench scripts), so that what is left for the end of
 # the run is short work that evens out the workers.

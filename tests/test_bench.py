@@ -2,11 +2,11 @@
 and the suite runs it, so a refactor cannot break a benchmark that the README cites without
 a test failing. A smoke run checks that the script runs to its figure, not the figure.
 
-These and bench/gpu_check.sh in its cpu mode (tests/test_gpu_ready.py) form the suite's
-bench tier (marker `bench`, left out of a plain `pytest` run by pyproject's addopts): each
-starts torch, and several a Ray of their own, in a fresh process, a few minutes in all.
-scripts/test.sh (and so CI) runs them in the same pytest run as the main suite, each test a
-unit an idle xdist worker takes (tests/conftest.py)."""
+These, bench/gpu_check.sh in its cpu mode (tests/test_gpu_ready.py) and the multi-node
+cluster (tests/test_cluster.py, marker `cluster`) form the suite's heavy tier (marker `bench`,
+left out of a plain `pytest` run by pyproject's addopts): each starts torch, and several a Ray
+of their own, in a fresh process, a few minutes in all. scripts/test.sh (and so CI) runs the
+tier after the main suite, each test a unit an idle xdist worker takes (tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -51,22 +51,28 @@ def fashion(tmp_path, monkeypatch):
 
 _HASH_LOADED = """
 import hashlib, sys, torch
-torch.set_num_threads(int(sys.argv[1]))
-from flipsearch.data import load_dataset
-for spec in sys.argv[2:]:
-    d = load_dataset(spec)
-    print(" ".join(hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in (d.x_train, d.y_train, d.x_test, d.y_test)))
+from flipsearch.data import clear_cache, load_dataset
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    clear_cache()  # loaded again, not served from the first load
+    for spec in sys.argv[1:]:
+        d = load_dataset(spec)
+        print(threads, " ".join(hashlib.sha256(t.numpy().tobytes()).hexdigest()
+                                for t in (d.x_train, d.y_train, d.x_test, d.y_test)))
 """
 
 
-def _hashes(threads: int, *specs: str) -> list[str]:
-    """Each dataset's tensors' hashes, loaded in one fresh process with `threads` torch threads."""
-    out = subprocess.run([sys.executable, "-c", _HASH_LOADED, str(threads), *specs], capture_output=True, text=True,
-                         timeout=300)
+def _hashes(*specs: str) -> dict[int, list[str]]:
+    """{threads: each dataset's tensors' hashes} for 1 and 2 torch threads, loaded in one fresh
+    process (torch's thread count applies from the next operation on)."""
+    out = subprocess.run([sys.executable, "-c", _HASH_LOADED, *specs], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.strip().splitlines()
-    assert len(lines) == len(specs)
-    return lines
+    found: dict[int, list[str]] = {1: [], 2: []}
+    for line in out.stdout.strip().splitlines():
+        threads, hashes = line.split(" ", 1)
+        found[int(threads)].append(hashes)
+    assert [len(v) for v in found.values()] == [len(specs)] * 2
+    return found
 
 
 def test_loading_with_one_or_two_threads_gives_identical_tensors(fashion, tmp_path):
@@ -74,8 +80,8 @@ def test_loading_with_one_or_two_threads_gives_identical_tensors(fashion, tmp_pa
     rng = np.random.RandomState(1)  # features: standardised per feature (user.features_dataset)
     np.savez(tmp_path / "feat.npz", x_train=rng.normal(size=(20000, 200)) * 7 + 3, y_train=np.arange(20000) % 3,
              x_test=rng.normal(size=(100, 200)), y_test=np.arange(100) % 3)
-    specs = ("fashion-mnist", f"arrays:{tmp_path / 'feat.npz'}")
-    one, two = _hashes(1, *specs), _hashes(2, *specs)
+    found = _hashes("fashion-mnist", f"arrays:{tmp_path / 'feat.npz'}")
+    one, two = found[1], found[2]
     assert one[0] == two[0]  # fashion-mnist
     assert one[1] == two[1]  # the features
 

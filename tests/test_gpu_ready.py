@@ -435,7 +435,7 @@ def test_packing_bench_falls_back_to_the_embedded_fashion_mini(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.bench  # ~1 min of its own (a fresh torch and Ray per section): the second tier, `pytest -m bench`
+@pytest.mark.bench  # ~1 min of its own (a fresh torch and Ray per section): the heavy tier (tests/test_bench.py)
 @pytest.mark.timeout(600)
 def test_gpu_check_runs_in_cpu_mode():
     """Every section of the GPU check, CPU-sized, so the script cannot rot before a GPU runs it."""
