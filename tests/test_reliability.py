@@ -125,6 +125,7 @@ def _start_sweep(space_path, out, gate_rows):
     gate.mkdir()
     env = dict(os.environ, PYTHONUNBUFFERED="1", FLIPSEARCH_GATE=str(gate), FLIPSEARCH_GATE_ROWS=str(gate_rows),
                FLIPSEARCH_GATE_OUT=str(out))
+    env.pop("RAY_prestart_worker_first_driver", None)  # as a user's shell: the sweep's own Ray settings apply
     return subprocess.Popen([sys.executable, "-m", "flipsearch.cli", "sweep", space_path, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -228,7 +229,9 @@ def test_sigkilled_driver_resumes_without_loss_or_duplicates_and_ray_listened_on
         exposed = {name: ips for name, ips in listening.items() if not all(_is_loopback(ip) for ip in ips)}
         assert not exposed, f"listening beyond loopback: {exposed}"
         started = _descendants(proc.pid)  # its embedded Ray: GCS, raylet, agents, workers
-        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= {n for _, _, n in started}
+        names = {n for _, _, n in started}
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names
+        assert "ray::IDLE" not in names  # no default workers prestarted: no trial could use them (connect_ray)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only
         left = _still_running(started, within=60)
         assert not left, f"processes of the killed driver's Ray still running: {left}"
