@@ -431,7 +431,6 @@ def test_sweep_resume_report_and_export_on_an_s3_uri(ray_local, tiny_space, s3_o
     from optuna.trial import TrialState
 
     from flipsearch.results import read_results
-    from flipsearch.search.space import load_space
     from flipsearch import sweep
     from flipsearch.storage import Storage
 
